@@ -1,0 +1,1 @@
+"""Dataset manifests (one TOML per layout), shipped inside featkit as package data."""

@@ -1,0 +1,220 @@
+"""Run a backbone over a dataset and stream GAP features (and maps) into features.h5.
+
+Decoding runs in DataLoader worker processes while the main process runs the
+network and writes finished batches; rows are committed a batch at a time, so
+Ctrl-C or kill -9 loses at most the batch in flight and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from featkit.datasets.base import Dataset, ImageRecord
+from featkit.errors import FeatkitError
+from featkit.images import ImageFolderView, collate, normalize_batch
+from featkit.models import DEFAULT_BACKBONE, load_backbone
+from featkit.models.registry import Backbone, BackboneSpec
+from featkit.store import STATUS_FAILED, STATUS_OK, FeatureWriter, Head, Provenance
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("fail", "skip")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Everything ``featkit extract`` can be told; the defaults work offline on a CPU."""
+
+    model: str = DEFAULT_BACKBONE
+    weights: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "auto"
+    maps: bool = False
+    on_error: str = "fail"
+    overwrite: bool = False
+    precision: str = "float32"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise FeatkitError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.image_size is not None and not 32 <= self.image_size <= 2048:
+            raise FeatkitError(f"--image-size must be between 32 and 2048 pixels, got {self.image_size}")
+        if self.workers is not None and self.workers < 0:
+            raise FeatkitError(f"--workers must be 0 or more, got {self.workers}")
+        if self.on_error not in ON_ERROR:
+            raise FeatkitError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise FeatkitError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    path: Path
+    n_images: int
+    rows_written: int  # by this run (0 when the file was already complete)
+    resumed_from: int
+    failed: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FeatkitError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return device
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def map_size(spec: BackboneSpec, model: Backbone, input_size: int) -> tuple[int, int]:
+    """(h, w) of the maps at this input size, measured rather than computed (padding rules differ)."""
+    with torch.inference_mode():
+        out = model.forward_features(torch.zeros(1, 3, input_size, input_size))
+    return int(out.shape[2]), int(out.shape[3])
+
+
+def imagenet_classes() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def extract_records(
+    root: Path,
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    splits: np.ndarray,
+    dataset_name: str,
+    output: str | Path,
+    options: ExtractOptions = ExtractOptions(),
+    progress: Callable[[int, int], None] | None = None,
+) -> ExtractResult:
+    """Extract features of ``records`` (paths relative to ``root``) into ``output``.
+
+    ``progress(done, total)`` is called after every committed batch.
+    """
+    options.validate()
+    if not records:
+        raise FeatkitError(f"no images to extract under {root}; check the dataset root and --dataset")
+    device = resolve_device(options.device)
+    spec, model, weights = load_backbone(options.model, options.weights)
+    input_size = options.image_size or spec.input_size
+    provenance = Provenance(
+        backbone=spec.name,
+        weights=weights.identifier,
+        weights_sha256=weights.sha256,
+        feature_layer=spec.feature_layer,
+        channels=spec.channels,
+        map_size=map_size(spec, model, input_size),
+        input_size=input_size,
+        mean=spec.mean,
+        std=spec.std,
+        dataset=dataset_name,
+        dataset_root=str(Path(root).resolve()),
+        precision=options.precision,
+        maps=options.maps,
+    )
+    head = None
+    if model.head is not None:
+        head_classes = imagenet_classes() if spec.head == "imagenet-1k" else [str(i) for i in range(model.head.out_features)]
+        head = Head(model.head.weight.detach().numpy(), model.head.bias.detach().numpy(), head_classes)
+    writer = FeatureWriter.open(output, provenance, records, classes, splits, head, overwrite=options.overwrite)
+    with writer:
+        start = writer.rows_done
+        total = len(records)
+        if writer.complete:
+            log.info("%s is already complete (%d images); nothing to do", output, total)
+            return ExtractResult(Path(output), total, 0, start, [])
+        if start:
+            log.info("resuming %s at image %d of %d", output, start, total)
+        if progress:
+            progress(start, total)
+        failed = _run(model.to(device), writer, root, records, start, input_size, spec, device, options, progress)
+        writer.finish()
+    return ExtractResult(Path(output), total, total - start, start, failed)
+
+
+def _run(
+    model: Backbone,
+    writer: FeatureWriter,
+    root: Path,
+    records: Sequence[ImageRecord],
+    start: int,
+    input_size: int,
+    spec: BackboneSpec,
+    device: torch.device,
+    options: ExtractOptions,
+    progress: Callable[[int, int], None] | None,
+) -> list[str]:
+    view = ImageFolderView(Path(root), [r.path for r in records], input_size)
+    workers = default_workers() if options.workers is None else options.workers
+    loader = DataLoader(
+        Subset(view, range(start, len(records))),
+        batch_size=options.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+    model = model.to(memory_format=torch.channels_last)
+    autocast_dtype = PRECISIONS[options.precision]
+    failed: list[str] = []
+    row = start
+    with torch.inference_mode():
+        for batch in loader:
+            bad = [e for e in batch.errors if e]
+            if bad and options.on_error == "fail":
+                raise FeatkitError(
+                    f"cannot read image {bad[0]}; fix or remove it, or re-run with --on-error skip "
+                    f"({row} of {len(records)} images are saved and the run resumes from there)"
+                )
+            x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                maps = model.forward_features(x)
+            maps = maps.float()
+            gap = maps.mean(dim=(2, 3)).cpu().numpy()
+            status = np.full(len(gap), STATUS_OK, dtype=np.int8)
+            for i, err in enumerate(batch.errors):
+                if err:
+                    status[i] = STATUS_FAILED
+                    gap[i] = np.nan
+                    failed.append(err)
+                    log.warning("skipped unreadable image %s", err)
+            map_array = maps.to(torch.float16).cpu().numpy() if options.maps else None
+            writer.write_batch(row, gap, batch.sizes, status, batch.errors, map_array)
+            row += len(gap)
+            if progress:
+                progress(row, len(records))
+    return failed
+
+
+def extract_dataset(
+    dataset: Dataset,
+    output: str | Path,
+    options: ExtractOptions = ExtractOptions(),
+    progress: Callable[[int, int], None] | None = None,
+) -> ExtractResult:
+    """Extract every image of a dataset, with its classes, splits and boxes."""
+    records = dataset.records()
+    return extract_records(
+        dataset.root, records, dataset.classes(), dataset.split_table(records), dataset.manifest.name,
+        output, options, progress,
+    )

@@ -1,0 +1,30 @@
+"""Backbones: a registry of named CNNs cut at the last conv layer that feeds GAP."""
+
+from featkit.models import builders as _builders  # noqa: F401  (registers the backbones)
+from featkit.models.builders import RANDOM, GoogLeNetGAP
+from featkit.models.efficientnet_lite import EfficientNetLite
+from featkit.models.registry import (
+    Backbone,
+    BackboneSpec,
+    WeightsInfo,
+    backbone_names,
+    get_backbone_spec,
+    load_backbone,
+    register_backbone,
+)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "RANDOM",
+    "Backbone",
+    "BackboneSpec",
+    "EfficientNetLite",
+    "GoogLeNetGAP",
+    "WeightsInfo",
+    "backbone_names",
+    "get_backbone_spec",
+    "load_backbone",
+    "register_backbone",
+]

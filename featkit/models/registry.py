@@ -1,0 +1,100 @@
+"""Backbone registry: named specs (timm style) that build a :class:`Backbone`.
+
+A spec says everything a features file must record about the network:
+channels K, map stride, input size, normalization, where the weights come
+from. Registering the same name twice is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from featkit.errors import FeatkitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """A CNN cut at its last conv layer, plus its own linear head when it has one.
+
+    ``forward_features`` gives the maps f_k(x, y) (N, K, h, w); GAP of them is
+    the feature F_k; ``head`` (C0, K) maps F to class scores, so the backbone's
+    own CAMs work before any SVM is trained. ``head`` is None where the original
+    classifier is not a single linear layer after GAP (its weights would not be
+    valid CAM weights).
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Linear | None) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            raise FeatkitError("this backbone has no linear head after GAP; train an SVM for class scores")
+        return self.head(self.forward_features(x).mean(dim=(2, 3)))
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where the loaded weights came from: written into every output file."""
+
+    identifier: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything about a named backbone except its parameters."""
+
+    name: str
+    channels: int
+    stride: int
+    input_size: int
+    feature_layer: str
+    weights_source: str
+    """Human-readable origin of the default weights."""
+    build: Callable[[str | None], tuple[Backbone, WeightsInfo]]
+    """``build(weights)``: weights None = default source, a file path, or 'random'."""
+    default_weights_available: Callable[[], bool]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    head: str = "imagenet-1k"
+    """What the backbone's own head predicts ('' when it has none)."""
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"a backbone named {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def backbone_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(_REGISTRY)
+        raise FeatkitError(f"unknown backbone '{name}'; choose one of: {known} (see `featkit models`)") from None
+
+
+def load_backbone(name: str, weights: str | None = None) -> tuple[BackboneSpec, Backbone, WeightsInfo]:
+    """Build ``name`` with its weights, in eval mode."""
+    spec = get_backbone_spec(name)
+    model, info = spec.build(weights)
+    return spec, model.eval(), info

@@ -1,0 +1,398 @@
+"""The features.h5 contract: writer (resumable, append-by-batch) and streaming reader.
+
+Layout (schema 1):
+
+- root attrs: provenance (``featkit_version``, ``schema_version``, ``backbone``,
+  ``weights``, ``weights_sha256``, ``feature_layer``, ``pooling``, ``input_size``,
+  ``mean``, ``std``, ``resize``, ``decode``, ``precision``, ``dataset``,
+  ``dataset_root``, ``created``), progress (``rows_done``, ``complete``).
+- ``images/path`` (N) utf-8 relative to the dataset root, ``images/label`` (N),
+  ``images/split`` (N, F) one column per fold, ``images/size`` (N, 2) width,
+  height of the original, ``images/box`` (N, 4) the main box or NaN,
+  ``images/boxes`` (M, 4) with ``images/boxes_image`` (M) for every box,
+  ``images/status`` (N) 0 pending / 1 ok / 2 unreadable, ``images/error`` (N),
+  ``images/attributes`` (N, C) for multi-label datasets.
+- ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
+  (N, K, h, w) float16 chunked per image and compressed (optional),
+  ``head/weight`` (C0, K), ``head/bias`` (C0), ``head/classes`` (C0).
+
+Every array is allocated at its full size when the file is created and rows
+are filled in order; ``rows_done`` moves only after a batch is flushed, so an
+interrupted run resumes at the first unfinished batch and never loses or
+duplicates rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from featkit import __version__
+from featkit.datasets.base import ImageRecord
+from featkit.errors import FeatkitError
+
+SCHEMA_VERSION = 1
+STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
+_STR = h5py.string_dtype("utf-8")
+
+# Attributes that must agree for a file to be resumed by a new run.
+RESUME_KEYS = ("backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision",
+               "maps", "resize", "n_images")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced the features: written as root attributes, compared on resume."""
+
+    backbone: str
+    weights: str
+    weights_sha256: str
+    feature_layer: str
+    channels: int
+    map_size: tuple[int, int]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dataset: str
+    dataset_root: str
+    pooling: str = "gap"
+    resize: str = "warp"
+    decode: str = "pil-draft"
+    precision: str = "float32"
+    maps: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def attrs(self, n_images: int) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "featkit_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "feature_layer": self.feature_layer,
+            "channels": self.channels,
+            "map_size": list(self.map_size),
+            "pooling": self.pooling,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+            "decode": self.decode,
+            "precision": self.precision,
+            "dataset": self.dataset,
+            "dataset_root": self.dataset_root,
+            "maps": self.maps,
+            "n_images": n_images,
+        }
+        values.update(self.extra)
+        return values
+
+
+@dataclass(frozen=True)
+class Head:
+    """The backbone's own linear classifier, stored so CAMs work before any SVM exists."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    classes: Sequence[str]
+
+
+def _box_array(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    main = np.full((len(records), 4), np.nan, dtype=np.float32)
+    all_boxes: list[tuple[float, float, float, float]] = []
+    owners: list[int] = []
+    for i, record in enumerate(records):
+        if record.boxes:
+            main[i] = record.boxes[0]
+        for box in record.boxes:
+            all_boxes.append(box)
+            owners.append(i)
+    return main, np.asarray(all_boxes, dtype=np.float32).reshape(-1, 4), np.asarray(owners, dtype=np.int64)
+
+
+class FeatureWriter:
+    """Creates or resumes a features file; ``write_batch`` fills the next rows in order."""
+
+    def __init__(self, path: str | Path, handle: h5py.File) -> None:
+        self.path = Path(path)
+        self.h5 = handle
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        provenance: Provenance,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        splits: np.ndarray,
+        head: Head | None = None,
+        overwrite: bool = False,
+    ) -> FeatureWriter:
+        """Resume ``path`` when it holds an unfinished run of the same job, else create it.
+
+        Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            handle = cls._open_for_resume(path, provenance, records)
+            return cls(path, handle)
+        if path.is_dir():
+            raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'features.h5'}")
+        if not path.parent.exists():
+            raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+        try:
+            handle = h5py.File(path, "w")
+        except OSError as exc:
+            raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable -o path") from exc
+        cls._create_layout(handle, provenance, records, classes, splits, head)
+        handle.flush()
+        return cls(path, handle)
+
+    @staticmethod
+    def _open_for_resume(path: Path, provenance: Provenance, records: Sequence[ImageRecord]) -> h5py.File:
+        try:
+            handle = h5py.File(path, "r+")
+        except OSError as exc:
+            raise FeatkitError(
+                f"{path} exists but cannot be opened for resuming ({exc}); "
+                "move it away or pass --overwrite to start again"
+            ) from exc
+        expected = provenance.attrs(len(records))
+        for key in RESUME_KEYS:
+            have = handle.attrs.get(key)
+            want = expected[key]
+            if have is None or np.asarray(have).tolist() != np.asarray(want).tolist():
+                handle.close()
+                raise FeatkitError(
+                    f"{path} holds features from another run ({key}: {_plain(have)} there, {_plain(want)} now); "
+                    "choose another -o, or pass --overwrite to replace it"
+                )
+        stored = handle["images/path"].asstr()[:]
+        if list(stored) != [r.path for r in records]:
+            handle.close()
+            raise FeatkitError(
+                f"{path} lists other images than the dataset at this root; choose another -o or pass --overwrite"
+            )
+        return handle
+
+    @staticmethod
+    def _create_layout(
+        h5: h5py.File,
+        provenance: Provenance,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        splits: np.ndarray,
+        head: Head | None,
+    ) -> None:
+        n, k = len(records), provenance.channels
+        h5.attrs.update(provenance.attrs(n))
+        h5.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        h5.attrs["rows_done"] = 0
+        h5.attrs["complete"] = False
+        images = h5.create_group("images")
+        images.create_dataset("path", data=np.array([r.path for r in records], dtype=object), dtype=_STR)
+        images.create_dataset("label", data=np.array([r.label for r in records], dtype=np.int64))
+        split_ds = images.create_dataset("split", data=np.asarray(splits, dtype=object).reshape(n, -1), dtype=_STR)
+        split_ds.attrs["folds"] = split_ds.shape[1]
+        images.create_dataset("size", shape=(n, 2), dtype=np.int32, fillvalue=0)
+        main, every, owners = _box_array(records)
+        images.create_dataset("box", data=main)
+        images.create_dataset("boxes", data=every)
+        images.create_dataset("boxes_image", data=owners)
+        images.create_dataset("status", shape=(n,), dtype=np.int8, fillvalue=STATUS_PENDING)
+        images.create_dataset("error", shape=(n,), dtype=_STR)
+        if any(r.attributes is not None for r in records):
+            attributes = np.array([r.attributes for r in records], dtype=np.float32)
+            images.create_dataset("attributes", data=attributes)
+        h5.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=_STR)
+        features = h5.create_group("features")
+        features.create_dataset("gap", shape=(n, k), dtype=np.float32, chunks=(max(1, min(n, 256)), k),
+                                fillvalue=np.nan)
+        if provenance.maps:
+            mh, mw = provenance.map_size
+            features.create_dataset("maps", shape=(n, k, mh, mw), dtype=np.float16, chunks=(1, k, mh, mw),
+                                    compression="gzip", compression_opts=1, shuffle=True)
+        if head is not None:
+            group = h5.create_group("head")
+            group.create_dataset("weight", data=np.asarray(head.weight, dtype=np.float32))
+            group.create_dataset("bias", data=np.asarray(head.bias, dtype=np.float32))
+            group.create_dataset("classes", data=np.array(list(head.classes), dtype=object), dtype=_STR)
+
+    # ---------------------------------------------------------------- writing
+
+    @property
+    def rows_done(self) -> int:
+        return int(self.h5.attrs["rows_done"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.h5.attrs["n_images"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.h5.attrs["complete"])
+
+    def write_batch(
+        self,
+        start: int,
+        gap: np.ndarray,
+        sizes: np.ndarray,
+        status: np.ndarray,
+        errors: Sequence[str],
+        maps: np.ndarray | None = None,
+    ) -> None:
+        """Write rows ``start:start+len(gap)``, flush, then advance ``rows_done``."""
+        if start != self.rows_done:
+            raise RuntimeError(f"batch starts at row {start} but the file is at row {self.rows_done}")
+        stop = start + len(gap)
+        self.h5["features/gap"][start:stop] = gap
+        if maps is not None:
+            self.h5["features/maps"][start:stop] = maps.astype(np.float16, copy=False)
+        self.h5["images/size"][start:stop] = sizes
+        self.h5["images/status"][start:stop] = status
+        if any(errors):
+            self.h5["images/error"][start:stop] = np.array(list(errors), dtype=object)
+        self.h5.flush()
+        self.h5.attrs["rows_done"] = stop
+        self.h5.flush()
+
+    def finish(self) -> None:
+        if self.rows_done != self.n_images:
+            raise RuntimeError(f"finish() at row {self.rows_done} of {self.n_images}")
+        self.h5.attrs["complete"] = True
+        self.h5.attrs["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.h5.flush()
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    return np.asarray(value).tolist() if value is not None else None
+
+
+class FeatureFile:
+    """Read side of features.h5: small arrays eagerly, maps streamed by index."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FeatkitError(f"features file {self.path} does not exist; create it with `featkit extract`")
+        try:
+            self.h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise FeatkitError(f"{self.path} is not a readable HDF5 file ({exc}); re-run `featkit extract`") from exc
+        if "schema_version" not in self.h5.attrs or "features" not in self.h5:
+            self.h5.close()
+            raise FeatkitError(f"{self.path} is not a featkit features file (no schema_version); use `featkit extract`")
+
+    # plain attributes and small tables
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: _plain(v) if isinstance(v, np.ndarray) else v for k, v in self.h5.attrs.items()}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.h5.attrs["complete"])
+
+    def __len__(self) -> int:
+        return int(self.h5.attrs["n_images"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.h5["classes"].asstr()[:])
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self.h5["images/path"].asstr()[:])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.h5["images/label"][:]
+
+    @property
+    def splits(self) -> np.ndarray:
+        return self.h5["images/split"].asstr()[:].astype(object)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.h5["images/size"][:]
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.h5["images/status"][:]
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self.h5["images/error"].asstr()[:])
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.h5["images/box"][:]
+
+    def boxes_of(self) -> list[np.ndarray]:
+        """Every ground-truth box, one (n_i, 4) array per image."""
+        owners = self.h5["images/boxes_image"][:]
+        boxes = self.h5["images/boxes"][:]
+        out = [np.zeros((0, 4), np.float32) for _ in range(len(self))]
+        for i in np.unique(owners):
+            out[int(i)] = boxes[owners == i]
+        return out
+
+    @property
+    def attributes(self) -> np.ndarray | None:
+        return self.h5["images/attributes"][:] if "images/attributes" in self.h5 else None
+
+    @property
+    def has_maps(self) -> bool:
+        return "features/maps" in self.h5
+
+    @property
+    def gap(self) -> np.ndarray:
+        return self.h5["features/gap"][:]
+
+    def head(self) -> Head | None:
+        if "head" not in self.h5:
+            return None
+        group = self.h5["head"]
+        return Head(group["weight"][:], group["bias"][:], list(group["classes"].asstr()[:]))
+
+    def maps(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Maps of the given rows as float32 (reads only those rows)."""
+        if not self.has_maps:
+            raise FeatkitError(f"{self.path} has no conv maps; re-run `featkit extract` with --maps")
+        idx = np.asarray(indices, dtype=np.int64)
+        unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
+        return self.h5["features/maps"][unique][inverse].astype(np.float32)
+
+    def iter_maps(self, indices: Sequence[int] | np.ndarray, batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row indices, maps) in batches, so memory stays bounded."""
+        idx = np.asarray(indices, dtype=np.int64)
+        for lo in range(0, len(idx), batch):
+            chunk = idx[lo : lo + batch]
+            yield chunk, self.maps(chunk)
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+
+    def __enter__(self) -> FeatureFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
