@@ -122,7 +122,7 @@ class DatasetReader(ABC):
         if not self.root.is_dir():
             raise FeatkitError(
                 f"dataset root {self.root} does not exist or is not a folder; "
-                f"expected the {manifest.title} layout: {manifest.layout.splitlines()[0]}"
+                f"expected the {manifest.title} layout: {' '.join(manifest.layout.split())}"
             )
 
     def require(self, relative: str, *, folder: bool = False) -> Path:
