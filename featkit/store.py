@@ -141,11 +141,11 @@ class FeatureWriter:
         Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
         """
         path = Path(path)
+        if path.is_dir():
+            raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'features.h5'}")
         if path.exists() and not overwrite:
             handle = cls._open_for_resume(path, provenance, records)
             return cls(path, handle)
-        if path.is_dir():
-            raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'features.h5'}")
         if not path.parent.exists():
             raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
         try:

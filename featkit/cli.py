@@ -1,0 +1,223 @@
+"""The ``featkit`` command: verbs that chain through files.
+
+User mistakes (FeatkitError, bad arguments) print one line and exit 2; an
+interrupt says how to resume and exits 130. Only this module draws progress
+bars and tables; the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from featkit import __version__
+from featkit.errors import FeatkitError
+
+log = logging.getLogger("featkit")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _progress_bar(desc: str, unit: str = "img") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar on stderr driven by ``(done, total)`` callbacks (the library only calls back)."""
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, initial=done, desc=desc, unit=unit, dynamic_ncols=True,
+                              disable=None, file=sys.stderr)
+        else:
+            bar["bar"].update(done - bar["bar"].n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from featkit.models import DEFAULT_BACKBONE, backbone_names, get_backbone_spec
+
+    rows = [("name", "K", "stride", "input", "head", "weights", "available")]
+    for name in backbone_names():
+        spec = get_backbone_spec(name)
+        mark = "yes" if spec.default_weights_available() else "no (--weights PATH)"
+        label = f"{name} (default)" if name == DEFAULT_BACKBONE else name
+        rows.append((label, str(spec.channels), str(spec.stride), str(spec.input_size), spec.head or "-",
+                     spec.weights_source, mark))
+    _print_table(rows)
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from featkit.datasets import load_manifest, manifest_names
+
+    rows = [("name", "dataset", "protocol", "metric", "paper (GoogLeNet-GAP)")]
+    for name in manifest_names():
+        m = load_manifest(name)
+        p = m.protocol
+        if p.kind == "random":
+            test = f"{p.test_per_class} test" if p.test_per_class else "rest test"
+            protocol = f"{p.train_per_class} train/class, {test}, {p.folds} folds"
+        else:
+            protocol = p.kind if p.official_folds == 1 else f"official, {p.official_folds} partitions"
+        paper = m.paper.get("googlenet_gap", m.paper.get("full_image_googlenet_gap", "-"))
+        rows.append((name, m.title, protocol, m.metric, str(paper)))
+    _print_table(rows)
+    if args.verbose:
+        for name in manifest_names():
+            m = load_manifest(name)
+            print(f"\n{name}: {m.title}\n  layout: {' '.join(m.layout.split())}\n  classes: {m.class_order}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from featkit.datasets import open_dataset
+    from featkit.extract import ExtractOptions, extract_dataset
+
+    options = ExtractOptions(
+        model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
+        overwrite=args.overwrite, precision=args.precision,
+    )
+    options.validate()
+    dataset = open_dataset(args.dataset, args.root)
+    update, close = _progress_bar(f"extract {dataset.manifest.name}")
+    try:
+        result = extract_dataset(dataset, args.output, options, progress=update)
+    finally:
+        close()
+    if result.rows_written == 0:
+        print(f"{result.path} is already complete ({result.n_images} images); nothing to do")
+    else:
+        resumed = f" (resumed at image {result.resumed_from})" if result.resumed_from else ""
+        print(f"wrote {result.path}: {result.n_images} images{resumed}")
+    if result.failed:
+        print(f"{len(result.failed)} unreadable images were skipped and recorded (status 2):", file=sys.stderr)
+        for line in result.failed[:10]:
+            print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from featkit.info import describe
+
+    print(describe(args.features))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from featkit.demo import run_demo
+
+    update, close = _progress_bar("demo")
+    try:
+        index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
+                         top=args.top, progress=update)
+    finally:
+        close()
+    print(f"wrote {index} (open it in a browser)")
+    return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from featkit.models import DEFAULT_BACKBONE
+
+    p.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone name (see `featkit models`)")
+    p.add_argument("--weights", default=None,
+                   help="local state dict .pth instead of the default weights ('random' for untrained)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="featkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"featkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the backbones, their K, stride, input size and weights")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("datasets", help="list the dataset layouts and their protocols")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each layout")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("extract", help="GAP features (and conv maps) of a dataset into features.h5")
+    p.add_argument("root", help="dataset root in its official layout (a .csv file for --dataset csv)")
+    p.add_argument("--dataset", required=True, help="layout name (see `featkit datasets`)")
+    p.add_argument("-o", "--output", required=True, help="features file to write or resume (.h5)")
+    _add_model_args(p)
+    p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(4, cores))")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="autocast precision for the forward pass (recorded in the file)")
+    p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
+                   help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("info", help="what a features.h5 holds")
+    p.add_argument("features")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="CAMs of the ImageNet head on bundled photos (offline), with an index page")
+    p.add_argument("-o", "--output", default="featkit-demo", help="output folder (default: featkit-demo)")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=5, help="classes per photo (default 5)")
+    p.set_defaults(func=_cmd_demo)
+
+    for register in _EXTRA_VERBS:
+        register(sub)
+    return parser
+
+
+_EXTRA_VERBS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="featkit: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except FeatkitError as exc:
+        print(f"featkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"featkit {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real sample data (skipped when absent) and fake dataset trees."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SAMPLE_DATA = Path(os.environ.get("FEATKIT_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def sample_root(name: str) -> Path:
+    """``../shared/data/<name>``, or skip the test with the reason."""
+    root = SAMPLE_DATA / name
+    if not root.is_dir():
+        pytest.skip(f"real sample data {root} is absent (set FEATKIT_SAMPLE_DATA to the shared data folder)")
+    return root
+
+
+def write_image(path: Path, size: tuple[int, int], seed: int, mode: str = "RGB") -> None:
+    """A small textured JPEG (random blobs, so features differ between images)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 255, size=(max(h // 8, 1), max(w // 8, 1), 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize((w, h), Image.BILINEAR).convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, quality=90)
+
+
+@pytest.fixture
+def fake_cub(tmp_path: Path) -> Callable[..., Path]:
+    """Factory for a CUB-200-2011 tree: ``fake_cub(n_classes=2, per_class=4)``."""
+
+    def make(n_classes: int = 2, per_class: int = 4, root: Path | None = None) -> Path:
+        root = root or tmp_path / "CUB_200_2011"
+        lines: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes", "classes")}
+        image_id = 0
+        for c in range(1, n_classes + 1):
+            folder = f"{c:03d}.Bird_{c}"
+            lines["classes"].append(f"{c} {folder}")
+            for j in range(per_class):
+                image_id += 1
+                w, h = 120 + 8 * j, 90 + 4 * c
+                write_image(root / "images" / folder / f"Bird_{c}_{j:04d}.jpg", (w, h), seed=image_id)
+                lines["images"].append(f"{image_id} {folder}/Bird_{c}_{j:04d}.jpg")
+                lines["labels"].append(f"{image_id} {c}")
+                lines["split"].append(f"{image_id} {1 if j % 2 == 0 else 0}")
+                lines["boxes"].append(f"{image_id} {10 + j}.0 {5 + c}.0 {40 + j}.0 {30}.0")
+        files = {"images": "images.txt", "labels": "image_class_labels.txt", "split": "train_test_split.txt",
+                 "boxes": "bounding_boxes.txt", "classes": "classes.txt"}
+        for key, name in files.items():
+            (root / name).write_text("\n".join(lines[key]) + "\n")
+        return root
+
+    return make
