@@ -57,3 +57,49 @@ def fake_cub(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+def write_features(
+    path: Path,
+    gap: np.ndarray,
+    labels: list[int] | np.ndarray,
+    splits: list[str] | np.ndarray,
+    classes: list[str],
+    *,
+    backbone: str = "efficientnet_lite0",
+    maps: np.ndarray | None = None,
+    boxes: list[tuple[tuple[float, float, float, float], ...]] | None = None,
+    sizes: np.ndarray | None = None,
+    complete: bool = True,
+) -> Path:
+    """A features.h5 written through the real writer, with given (synthetic) features."""
+    from featkit.datasets.base import ImageRecord
+    from featkit.store import STATUS_OK, FeatureWriter, Provenance
+
+    n, k = gap.shape
+    map_hw = tuple(maps.shape[2:]) if maps is not None else (7, 7)
+    records = [ImageRecord(f"img_{i:04d}.jpg", int(labels[i]), "", boxes[i] if boxes else ()) for i in range(n)]
+    provenance = Provenance(backbone=backbone, weights="synthetic", weights_sha256="0" * 64, feature_layer="test",
+                            channels=k, map_size=map_hw, input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3,
+                            dataset="synthetic", dataset_root=str(path.parent), maps=maps is not None)
+    split_table = np.asarray(splits, dtype=object).reshape(n, -1)
+    sizes = np.full((n, 2), 224, np.int32) if sizes is None else sizes
+    with FeatureWriter.open(path, provenance, records, classes, split_table) as writer:
+        rows = n if complete else n // 2
+        writer.write_batch(0, gap[:rows].astype(np.float32), sizes[:rows], np.full(rows, STATUS_OK, np.int8),
+                           [""] * rows, None if maps is None else maps[:rows])
+        if complete:
+            writer.finish()
+    return path
+
+
+@pytest.fixture(scope="session")
+def cub_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CUB sample extracted once per session (default backbone, with maps)."""
+    from featkit.datasets import open_dataset
+    from featkit.extract import ExtractOptions, extract_dataset
+
+    root = sample_root("CUB_200_2011")
+    out = tmp_path_factory.mktemp("cub") / "cub.h5"
+    extract_dataset(open_dataset("cub200", root), out, ExtractOptions(maps=True))
+    return out
