@@ -27,9 +27,12 @@ def multilabel(features: FeatureFile) -> bool:
     return features.attributes is not None
 
 
-def split_rows(features: FeatureFile, split: str, fold: int = 0) -> np.ndarray:
-    """Indices of usable rows in ``split`` of ``fold``; a clear error when there are none."""
-    splits = features.splits
+def split_rows(features: FeatureFile, split: str, fold: int = 0, splits: np.ndarray | None = None) -> np.ndarray:
+    """Indices of usable rows in ``split`` of ``fold``; a clear error when there are none.
+
+    ``splits`` (N, F) replaces the file's split table (a protocol re-drawn for a small sample).
+    """
+    splits = features.splits if splits is None else splits
     if not 0 <= fold < splits.shape[1]:
         raise FeatkitError(f"--fold {fold} does not exist; {features.path} has folds 0..{splits.shape[1] - 1}")
     usable = features.status == STATUS_OK
@@ -68,10 +71,11 @@ def train_svm(
     normalize: str = "l2",
     per_class_C: bool = False,
     n_jobs: int | None = -1,
+    splits: np.ndarray | None = None,
 ) -> tuple[OneVsAllLinearSVM, dict[str, Any]]:
     """Fit the one-vs-all SVM on one split of one fold; returns it and what it was trained on."""
     require_complete(features)
-    rows = split_rows(features, split, fold)
+    rows = split_rows(features, split, fold, splits)
     gap = features.gap[rows]
     y = targets(features, rows)
     n_classes = len(features.classes)
@@ -138,14 +142,15 @@ def score(scores: np.ndarray, y: np.ndarray, classes: list[str], is_multilabel: 
     )
 
 
-def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int = 0) -> Metrics:
+def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int = 0,
+             splits: np.ndarray | None = None) -> Metrics:
     require_complete(features)
     if classifier.classes != features.classes:
         raise FeatkitError(
             f"{classifier.source} predicts {len(classifier.classes)} other classes than the "
             f"{len(features.classes)} of {features.path}; evaluate an SVM trained on these features"
         )
-    rows = split_rows(features, split, fold)
+    rows = split_rows(features, split, fold, splits)
     scores = classifier.decision_function(features.gap[rows])
     return score(scores, targets(features, rows), classifier.classes, multilabel(features))
 
@@ -170,14 +175,16 @@ class ProtocolResult:
         return f"{pct:.2f} +- {100 * self.std:.2f}" if len(self.per_fold) > 1 else f"{pct:.2f}"
 
 
-def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, **svm_options: Any) -> ProtocolResult:
+def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, splits: np.ndarray | None = None,
+                 **svm_options: Any) -> ProtocolResult:
     """Train on 'train' and score on 'test' for each fold (all folds of the file by default)."""
-    n_folds = features.splits.shape[1] if folds is None else min(folds, features.splits.shape[1])
+    table = features.splits if splits is None else splits
+    n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
     values = []
     for fold in range(n_folds):
-        svm, _ = train_svm(features, fold=fold, **svm_options)
+        svm, _ = train_svm(features, fold=fold, splits=table, **svm_options)
         classifier = LinearClassifier(svm.coef_, svm.intercept_, features.classes, svm.normalize, "svm")
-        values.append(evaluate(classifier, features, "test", fold).value(metric))
+        values.append(evaluate(classifier, features, "test", fold, table).value(metric))
         log.info("fold %d: %s %.4f", fold, metric, values[-1])
     return ProtocolResult(metric, values)
 
