@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,10 +93,11 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from featkit.datasets import open_dataset
     from featkit.extract import ExtractOptions, extract_dataset
 
+    sharding = {"rank": args.rank, "world_size": args.world_size} if args.world_size != 1 else {}
     options = ExtractOptions(
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
-        overwrite=args.overwrite, precision=args.precision,
+        overwrite=args.overwrite, precision=args.precision, **sharding,
     )
     options.validate()
     dataset = open_dataset(args.dataset, args.root)
@@ -113,6 +115,34 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         print(f"{len(result.failed)} unreadable images were skipped and recorded (status 2):", file=sys.stderr)
         for line in result.failed[:10]:
             print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from featkit.distributed import merge_shards
+
+    path = merge_shards([Path(s) for s in args.shards], Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_units(args: argparse.Namespace) -> int:
+    from featkit.classifier import classifier_for
+    from featkit.store import FeatureFile
+    from featkit.units import rank_units, render_units
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
+        rows = [("unit", "w_k^c", "top images (GAP activation)")]
+        paths = features.paths
+        for r in reports:
+            tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
+            rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
+        _print_table(rows)
+        if args.output:
+            index = render_units(features, reports, args.class_name, Path(args.output), args.root)
+            print(f"wrote {index}")
     return 0
 
 
@@ -237,7 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
                    help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)),
+                   help="this process's shard (default: $RANK, set by torchrun)")
+    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
+                   help="number of shards (default: $WORLD_SIZE, set by torchrun)")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("merge", help="join the per-rank shards of a multi-process extraction into one file")
+    p.add_argument("shards", nargs="+", help="shard files (out.rank0-of-N.h5 ...)")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("info", help="what a features.h5 holds")
     p.add_argument("features")
@@ -269,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
     p.set_defaults(func=_cmd_svm_eval)
+    p = sub.add_parser("units", help="class-specific units: rank units by w_k^c and show what fires them (Sec. 5)")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5, or 'head' for the backbone's own classifier")
+    p.add_argument("--class", dest="class_name", required=True, help="class name")
+    p.add_argument("--top-units", type=int, default=5)
+    p.add_argument("--images", type=int, default=6, help="top images per unit")
+    p.add_argument("-o", "--output", default=None, help="folder for the unit pictures and index.html")
+    p.add_argument("--root", default=None, help="dataset root, when the images moved since extraction")
+    p.set_defaults(func=_cmd_units)
     return parser
 
 

@@ -104,10 +104,14 @@ def extract_records(
     output: str | Path,
     options: ExtractOptions = ExtractOptions(),
     progress: Callable[[int, int], None] | None = None,
+    crops: np.ndarray | None = None,
+    crop_source: str = "",
 ) -> ExtractResult:
     """Extract features of ``records`` (paths relative to ``root``) into ``output``.
 
-    ``progress(done, total)`` is called after every committed batch.
+    ``progress(done, total)`` is called after every committed batch. ``crops``
+    (N, 4) boxes in original pixels make every row the features of that box
+    (CAM or ground-truth crops, paper Table 4); ``crop_source`` names them.
     """
     options.validate()
     if not records:
@@ -129,6 +133,7 @@ def extract_records(
         dataset_root=str(Path(root).resolve()),
         precision=options.precision,
         maps=options.maps,
+        extra={"crop": crop_source} if crops is not None else {},
     )
     head = None
     if model.head is not None:
@@ -145,7 +150,8 @@ def extract_records(
             log.info("resuming %s at image %d of %d", output, start, total)
         if progress:
             progress(start, total)
-        failed = _run(model.to(device), writer, root, records, start, input_size, spec, device, options, progress)
+        failed = _run(model.to(device), writer, root, records, start, input_size, spec, device, options, progress,
+                      crops)
         writer.finish()
     return ExtractResult(Path(output), total, total - start, start, failed)
 
@@ -161,8 +167,9 @@ def _run(
     device: torch.device,
     options: ExtractOptions,
     progress: Callable[[int, int], None] | None,
+    crops: np.ndarray | None = None,
 ) -> list[str]:
-    view = ImageFolderView(Path(root), [r.path for r in records], input_size)
+    view = ImageFolderView(Path(root), [r.path for r in records], input_size, crops=crops)
     workers = default_workers() if options.workers is None else options.workers
     loader = DataLoader(
         Subset(view, range(start, len(records))),

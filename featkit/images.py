@@ -10,6 +10,7 @@ annotations refer to the stored pixel grid.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +31,31 @@ class Loaded:
     error: str = ""
 
 
-def load_rgb(path: Path, input_size: int, draft: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
-    """(S, S, 3) uint8 pixels of ``path`` warped to ``input_size``, and the original size."""
+def load_rgb(
+    path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """(S, S, 3) uint8 pixels of ``path`` (or of its ``crop`` box) warped to ``input_size``, and the original size.
+
+    ``crop`` is (x0, y0, x1, y1) in original pixels; draft decoding is asked for a
+    scale at which the crop still has at least ``input_size`` pixels per side.
+    """
     with Image.open(path) as img:
         size = img.size
         if draft and img.format == "JPEG":
-            img.draft("RGB", (input_size, input_size))
+            if crop is None:
+                img.draft("RGB", (input_size, input_size))
+            else:
+                bw, bh = max(crop[2] - crop[0], 1.0), max(crop[3] - crop[1], 1.0)
+                img.draft("RGB", (math.ceil(input_size * size[0] / bw), math.ceil(input_size * size[1] / bh)))
         rgb = img.convert("RGB")
-        if rgb.size != (input_size, input_size):
+        if crop is not None:
+            sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
+            x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)
+            x1, y1 = min(rgb.size[0], crop[2] * sx), min(rgb.size[1], crop[3] * sy)
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                raise ValueError(f"crop box {tuple(round(v, 1) for v in crop)} is empty inside the {size} image")
+            rgb = rgb.resize((input_size, input_size), Image.BILINEAR, box=(x0, y0, x1, y1))
+        elif rgb.size != (input_size, input_size):
             rgb = rgb.resize((input_size, input_size), Image.BILINEAR)
         return np.asarray(rgb, dtype=np.uint8), size
 
@@ -45,11 +63,14 @@ def load_rgb(path: Path, input_size: int, draft: bool = True) -> tuple[np.ndarra
 class ImageFolderView(torch.utils.data.Dataset):
     """Rows ``start..`` of a dataset's image list as a torch Dataset of :class:`Loaded`."""
 
-    def __init__(self, root: Path, paths: list[str], input_size: int, draft: bool = True) -> None:
+    def __init__(
+        self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None
+    ) -> None:
         self.root = root
         self.paths = paths
         self.input_size = input_size
         self.draft = draft
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,7 +78,8 @@ class ImageFolderView(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Loaded:
         path = self.root / self.paths[index]
         try:
-            pixels, size = load_rgb(path, self.input_size, self.draft)
+            crop = None if self.crops is None else tuple(float(v) for v in self.crops[index])
+            pixels, size = load_rgb(path, self.input_size, self.draft, crop)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
             reason = str(exc) or type(exc).__name__
