@@ -146,6 +146,31 @@ def _cmd_units(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_crops(args: argparse.Namespace) -> int:
+    from featkit.classifier import classifier_for
+    from featkit.crops import crop_accuracy, extract_crops
+    from featkit.evaluate import evaluate
+    from featkit.extract import ExtractOptions
+    from featkit.store import FeatureFile
+
+    options = ExtractOptions(batch_size=args.batch_size, workers=args.workers, device=args.device,
+                             overwrite=args.overwrite, on_error="fail")
+    options.validate()
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        full = evaluate(classifier, features, "test", args.fold)
+        update, close = _progress_bar(f"crops ({args.boxes} boxes)")
+        try:
+            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options, progress=update)
+        finally:
+            close()
+    metrics = crop_accuracy(path, fold=args.fold)
+    print(f"wrote {path}")
+    print(f"  full image  accuracy {100 * full.accuracy:6.2f} %  ({full.n_images} test images, {args.svm})")
+    print(f"  {args.boxes:<3} crops   accuracy {100 * metrics.accuracy:6.2f} %  (SVM retrained on the crops)")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from featkit.info import describe
 
@@ -308,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
     p.set_defaults(func=_cmd_svm_eval)
+    p = sub.add_parser("crops", help="features of CAM (or ground-truth) crops, SVM retrained on them (Table 4)")
+    p.add_argument("root", help="dataset root the features were extracted from")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5 whose predicted-class CAMs give the boxes")
+    p.add_argument("-o", "--output", required=True, help="crops features file to write (or resume)")
+    p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_crops)
+
     p = sub.add_parser("units", help="class-specific units: rank units by w_k^c and show what fires them (Sec. 5)")
     p.add_argument("features")
     p.add_argument("svm", help="svm.h5, or 'head' for the backbone's own classifier")

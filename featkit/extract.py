@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ class ExtractOptions:
     on_error: str = "fail"
     overwrite: bool = False
     precision: str = "float32"
+    rank: int = 0
+    world_size: int = 1
+    """``world_size > 1``: this process extracts the ``rank``-th contiguous block of rows into its own
+    shard file (:func:`featkit.distributed.shard_path`); under torchrun rank 0 then merges the shards."""
+    keep_shards: bool = False
+    """Keep the shard files after a successful merge (they are deleted by default)."""
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -58,6 +65,11 @@ class ExtractOptions:
             raise FeatkitError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise FeatkitError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.world_size < 1:
+            raise FeatkitError(f"--world-size must be at least 1, got {self.world_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise FeatkitError(f"--rank must be in 0..{self.world_size - 1} for --world-size {self.world_size}, "
+                               f"got {self.rank}")
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def default_workers() -> int:
+def default_workers(device: torch.device | None = None) -> int:
     return min(4, os.cpu_count() or 1)
 
 
@@ -112,29 +124,44 @@ def extract_records(
     ``progress(done, total)`` is called after every committed batch. ``crops``
     (N, 4) boxes in original pixels make every row the features of that box
     (CAM or ground-truth crops, paper Table 4); ``crop_source`` names them.
+
+    With ``options.world_size > 1`` this process extracts only its block of
+    rows into a shard file (``progress`` then counts the block's rows); see
+    :func:`featkit.distributed.extract_shard_and_merge`.
     """
     options.validate()
     if not records:
         raise FeatkitError(f"no images to extract under {root}; check the dataset root and --dataset")
+    if options.world_size > 1:
+        from featkit.distributed import extract_shard_and_merge
+
+        return extract_shard_and_merge(root, records, classes, splits, dataset_name, output, options, progress,
+                                       crops, crop_source)
+    return extract_block(root, records, classes, splits, dataset_name, output, options, progress, crops,
+                         crop_source)
+
+
+def extract_block(
+    root: Path,
+    records: Sequence[ImageRecord],
+    classes: Sequence[str],
+    splits: np.ndarray,
+    dataset_name: str,
+    output: str | Path,
+    options: ExtractOptions,
+    progress: Callable[[int, int], None] | None = None,
+    crops: np.ndarray | None = None,
+    crop_source: str = "",
+    extra: dict[str, object] | None = None,
+) -> ExtractResult:
+    """One process extracting every row of ``records`` into ``output`` (a whole file or one shard).
+
+    ``extra`` adds provenance attributes (the shard's place in the whole job).
+    """
     device = resolve_device(options.device)
     spec, model, weights = load_backbone(options.model, options.weights)
-    input_size = options.image_size or spec.input_size
-    provenance = Provenance(
-        backbone=spec.name,
-        weights=weights.identifier,
-        weights_sha256=weights.sha256,
-        feature_layer=spec.feature_layer,
-        channels=spec.channels,
-        map_size=map_size(spec, model, input_size),
-        input_size=input_size,
-        mean=spec.mean,
-        std=spec.std,
-        dataset=dataset_name,
-        dataset_root=str(Path(root).resolve()),
-        precision=options.precision,
-        maps=options.maps,
-        extra={"crop": crop_source} if crops is not None else {},
-    )
+    provenance = job_provenance(spec, model, weights.identifier, weights.sha256, root, dataset_name, options,
+                                crops is not None, crop_source, extra)
     head = None
     if model.head is not None:
         head_classes = imagenet_classes() if spec.head == "imagenet-1k" else [str(i) for i in range(model.head.out_features)]
@@ -150,10 +177,91 @@ def extract_records(
             log.info("resuming %s at image %d of %d", output, start, total)
         if progress:
             progress(start, total)
-        failed = _run(model.to(device), writer, root, records, start, input_size, spec, device, options, progress,
-                      crops)
+        failed = _run(model.to(device), writer, root, records, start, provenance.input_size, spec, device, options,
+                      progress, crops)
         writer.finish()
     return ExtractResult(Path(output), total, total - start, start, failed)
+
+
+def job_provenance(
+    spec: BackboneSpec,
+    model: Backbone,
+    weights_identifier: str,
+    weights_sha256: str,
+    root: Path,
+    dataset_name: str,
+    options: ExtractOptions,
+    cropped: bool = False,
+    crop_source: str = "",
+    extra: dict[str, object] | None = None,
+) -> Provenance:
+    """The provenance a run with ``options`` records (and compares on resume)."""
+    input_size = options.image_size or spec.input_size
+    attrs: dict[str, object] = {"crop": crop_source} if cropped else {}
+    attrs.update(extra or {})
+    return Provenance(
+        backbone=spec.name,
+        weights=weights_identifier,
+        weights_sha256=weights_sha256,
+        feature_layer=spec.feature_layer,
+        channels=spec.channels,
+        map_size=map_size(spec, model, input_size),
+        input_size=input_size,
+        mean=spec.mean,
+        std=spec.std,
+        dataset=dataset_name,
+        dataset_root=str(Path(root).resolve()),
+        precision=options.precision,
+        maps=options.maps,
+        extra=attrs,
+    )
+
+
+ASYNC_WRITES = True
+"""Write each finished batch to HDF5 in a background thread while the next batch runs.
+
+At most one batch is in flight and batches are committed in order, so
+``rows_done`` still moves only after its rows are flushed. The benchmark flips
+this to measure what the overlap buys."""
+
+
+class _Committer:
+    """Hands finished batches to ``FeatureWriter.write_batch``, in a background thread or inline.
+
+    ``submit`` first waits for the batch in flight (one at most), so writes stay
+    in order and memory stays bounded. ``wait`` re-raises a failed write in the
+    caller's thread. ``drain`` (always called, also on Ctrl-C or an exception)
+    lets the batch in flight finish before the file is closed: an interrupted
+    run ends with every committed row flushed and nothing half-written by us.
+    """
+
+    def __init__(self, writer: FeatureWriter, threaded: bool) -> None:
+        self.writer = writer
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="featkit-writer") if threaded else None
+        self._pending: Future[None] | None = None
+
+    def submit(self, *args: object) -> None:
+        self.wait()
+        if self._pool is None:
+            self.writer.write_batch(*args)  # type: ignore[arg-type]
+        else:
+            self._pending = self._pool.submit(self.writer.write_batch, *args)  # type: ignore[arg-type]
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def drain(self) -> None:
+        """Wait for the write in flight however we got here (a second Ctrl-C does not cut it short)."""
+        if self._pool is None:
+            return
+        while True:
+            try:
+                self._pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt:
+                continue
 
 
 def _run(
@@ -170,7 +278,7 @@ def _run(
     crops: np.ndarray | None = None,
 ) -> list[str]:
     view = ImageFolderView(Path(root), [r.path for r in records], input_size, crops=crops)
-    workers = default_workers() if options.workers is None else options.workers
+    workers = default_workers(device) if options.workers is None else options.workers
     loader = DataLoader(
         Subset(view, range(start, len(records))),
         batch_size=options.batch_size,
@@ -183,33 +291,45 @@ def _run(
     model = model.to(memory_format=torch.channels_last)
     autocast_dtype = PRECISIONS[options.precision]
     failed: list[str] = []
-    row = start
-    with torch.inference_mode():
-        for batch in loader:
-            bad = [e for e in batch.errors if e]
-            if bad and options.on_error == "fail":
-                raise FeatkitError(
-                    f"cannot read image {bad[0]}; fix or remove it, or re-run with --on-error skip "
-                    f"({row} of {len(records)} images are saved and the run resumes from there)"
-                )
-            x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                maps = model.forward_features(x)
-            maps = maps.float()
-            gap = maps.mean(dim=(2, 3)).cpu().numpy()
-            status = np.full(len(gap), STATUS_OK, dtype=np.int8)
-            for i, err in enumerate(batch.errors):
-                if err:
-                    status[i] = STATUS_FAILED
-                    gap[i] = np.nan
-                    failed.append(err)
-                    log.warning("skipped unreadable image %s", err)
-            map_array = maps.to(torch.float16).cpu().numpy() if options.maps else None
-            writer.write_batch(row, gap, batch.sizes, status, batch.errors, map_array)
-            row += len(gap)
-            if progress:
-                progress(row, len(records))
+    row = start  # first row of the batch being computed
+    committed = start  # rows known to be flushed to the file
+    committer = _Committer(writer, ASYNC_WRITES)
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                bad = [e for e in batch.errors if e]
+                if bad and options.on_error == "fail":
+                    committer.wait()
+                    raise FeatkitError(
+                        f"cannot read image {bad[0]}; fix or remove it, or re-run with --on-error skip "
+                        f"({row} of {len(records)} images are saved and the run resumes from there)"
+                    )
+                x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    maps = model.forward_features(x)
+                maps = maps.float()
+                gap = maps.mean(dim=(2, 3)).cpu().numpy()
+                status = np.full(len(gap), STATUS_OK, dtype=np.int8)
+                for i, err in enumerate(batch.errors):
+                    if err:
+                        status[i] = STATUS_FAILED
+                        gap[i] = np.nan
+                        failed.append(err)
+                        log.warning("skipped unreadable image %s", err)
+                map_array = maps.to(torch.float16).cpu().numpy() if options.maps else None
+                # the previous batch was written while this one ran: report it, then hand this one over
+                committer.wait()
+                if progress and committed < row:
+                    committed = row
+                    progress(committed, len(records))
+                committer.submit(row, gap, batch.sizes, status, batch.errors, map_array)
+                row += len(gap)
+        committer.wait()
+    finally:
+        committer.drain()
+    if progress and committed < row:
+        progress(row, len(records))
     return failed
 
 
@@ -227,13 +347,17 @@ def extract_dataset(
     )
 
 
+def weights_argument(attrs: dict) -> str | None:
+    """The ``--weights`` value that loads the weights a features file records."""
+    identifier = str(attrs.get("weights", ""))
+    # packaged and torchvision weights are the default source; 'random' and file paths are given as such
+    return None if identifier.startswith(("efficientnet-lite", "torchvision:")) else identifier
+
+
 def backbone_from_provenance(attrs: dict, device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
     """The backbone that wrote a features file, with the same weights (checked by sha256)."""
     name = str(attrs["backbone"])
-    identifier = str(attrs.get("weights", ""))
-    # packaged and torchvision weights are the default source; anything else was a file path
-    weights = None if identifier.startswith(("efficientnet-lite", "torchvision:")) else identifier
-    spec, model, info = load_backbone(name, weights)
+    spec, model, info = load_backbone(name, weights_argument(attrs))
     if info.sha256 != str(attrs.get("weights_sha256", "")):
         raise FeatkitError(
             f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
