@@ -171,6 +171,87 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cam_options(args: argparse.Namespace):  # -> CamOptions
+    from featkit.cam import CamOptions
+
+    return CamOptions(normalization=args.normalization, threshold=args.threshold)
+
+
+def _select_rows(features, args: argparse.Namespace):  # -> np.ndarray
+    """Rows named by --images (file names or glob patterns), else the split's first --limit rows."""
+    import fnmatch
+
+    from featkit.evaluate import split_rows
+
+    paths = features.paths
+    if args.images:
+        chosen = [i for i, p in enumerate(paths)
+                  if any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) or p == pat
+                         for pat in args.images)]
+        if not chosen:
+            raise FeatkitError(f"no image of {features.path} matches {' '.join(args.images)}; "
+                               "give file names or glob patterns such as '*Albatross*'")
+        return np.asarray(chosen[: args.limit] if args.limit else chosen)
+    if not any(s for s in features.splits[:, 0]):
+        rows = np.flatnonzero(features.status == 1)
+    else:
+        rows = split_rows(features, args.split, args.fold)
+    return rows[: args.limit] if args.limit else rows
+
+
+def _cmd_cam(args: argparse.Namespace) -> int:
+    from featkit.camviz import render_cams
+    from featkit.classifier import classifier_for
+    from featkit.store import FeatureFile
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        rows = _select_rows(features, args)
+        index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
+                            cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device)
+    print(f"wrote {len(rows)} CAM pictures and {index}")
+    return 0
+
+
+def _cmd_localize(args: argparse.Namespace) -> int:
+    from featkit.classifier import classifier_for
+    from featkit.evaluate import require_complete
+    from featkit.localize import localize
+    from featkit.store import FeatureFile
+
+    with FeatureFile(args.features) as features:
+        require_complete(features)
+        classifier = classifier_for(features, args.svm)
+        args.images, args.limit = [], 0
+        rows = _select_rows(features, args)
+        report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
+                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device)
+    print(report.to_markdown())
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [report.write_csv(out / "localization.csv"), report.write_json(out / "localization.json")]
+        (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
+        if report.curves is not None:
+            written.append(report.plot_curves(out / "threshold_curve.png"))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from featkit.discover import discover
+
+    update, close = _progress_bar("discover")
+    try:
+        result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
+                          weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
+    finally:
+        close()
+    print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
+          f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from featkit.info import describe
 
@@ -333,6 +414,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
     p.set_defaults(func=_cmd_svm_eval)
+    def cam_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("features")
+        p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
+        p.add_argument("--split", default="test", help="split to draw from (default: test)")
+        p.add_argument("--fold", type=int, default=0)
+        p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
+        p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
+                       help="CAM normalization before thresholding (paper: max)")
+        p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+        p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
+    cam_args(p)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--images", nargs="+", default=[], help="file names or glob patterns of images to draw")
+    p.add_argument("--limit", type=int, default=24, help="at most this many images (0: all; default 24)")
+    p.add_argument("--class", dest="class_name", default="gt",
+                   help="gt (true class), top1, top5, or a class name (default gt)")
+    p.add_argument("--raw", default="none", choices=["none", "npy", "h5"], help="also save the raw CAMs")
+    p.set_defaults(func=_cmd_cam)
+
+    p = sub.add_parser("localize", help="weakly supervised localization scores (IoU >= 0.5), sweep and baselines")
+    cam_args(p)
+    p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
+    p.add_argument("--no-sweep", action="store_true", help="skip the MaxBoxAcc threshold sweep")
+    p.add_argument("--multi-threshold", action="store_true",
+                   help="also score the original CAM code's two-box ILSVRC heuristic")
+    p.set_defaults(func=_cmd_localize)
+
+    p = sub.add_parser("discover", help="pattern discovery (Sec. 4.2): SVM on positive vs negative images + CAMs")
+    p.add_argument("positive", help="folder of positive images")
+    p.add_argument("negative", help="folder of negative images")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=12, help="top-ranked images to draw (default 12)")
+    p.set_defaults(func=_cmd_discover)
+
     p = sub.add_parser("crops", help="features of CAM (or ground-truth) crops, SVM retrained on them (Table 4)")
     p.add_argument("root", help="dataset root the features were extracted from")
     p.add_argument("features")

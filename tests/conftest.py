@@ -71,6 +71,7 @@ def write_features(
     boxes: list[tuple[tuple[float, float, float, float], ...]] | None = None,
     sizes: np.ndarray | None = None,
     complete: bool = True,
+    dataset_root: str | None = None,
 ) -> Path:
     """A features.h5 written through the real writer, with given (synthetic) features."""
     from featkit.datasets.base import ImageRecord
@@ -81,7 +82,8 @@ def write_features(
     records = [ImageRecord(f"img_{i:04d}.jpg", int(labels[i]), "", boxes[i] if boxes else ()) for i in range(n)]
     provenance = Provenance(backbone=backbone, weights="synthetic", weights_sha256="0" * 64, feature_layer="test",
                             channels=k, map_size=map_hw, input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3,
-                            dataset="synthetic", dataset_root=str(path.parent), maps=maps is not None)
+                            dataset="synthetic", dataset_root=dataset_root or str(path.parent),
+                            maps=maps is not None)
     split_table = np.asarray(splits, dtype=object).reshape(n, -1)
     sizes = np.full((n, 2), 224, np.int32) if sizes is None else sizes
     with FeatureWriter.open(path, provenance, records, classes, split_table) as writer:
