@@ -92,7 +92,14 @@ def train_svm(
     if not np.isfinite(gap).all():
         bad = int((~np.isfinite(gap)).any(axis=1).sum())
         raise FeatkitError(f"{bad} training rows of {features.path} hold NaN/inf features; re-extract them")
-    svm = OneVsAllLinearSVM(C=C, normalize=normalize, per_class_C=per_class_C, n_jobs=n_jobs,
+    cv = 3
+    if C == "auto" and not multilabel(features):
+        smallest = int(np.bincount(y, minlength=n_classes).min())
+        if smallest < 2:
+            log.warning("a class has a single training image: C cannot be cross-validated, using C=1")
+            C = 1.0
+        cv = max(2, min(cv, smallest))
+    svm = OneVsAllLinearSVM(C=C, cv=cv, normalize=normalize, per_class_C=per_class_C, n_jobs=n_jobs,
                             multilabel=multilabel(features))
     svm.fit(gap, y)
     return svm, {"split": split, "fold": fold, "n_images": int(rows.size)}
