@@ -44,8 +44,14 @@ def run(root: Path, model: str, work: Path, options: ExtractOptions, sweep: bool
         svm, _ = train_svm(features)
         classifier = LinearClassifier(svm.coef_, svm.intercept_, features.classes, svm.normalize, "svm")
         full = evaluate(classifier, features)
-        report = localize(features, classifier, split_rows(features, "test"), sweep=sweep)
+        test_rows = split_rows(features, "test")
+        report = localize(features, classifier, test_rows, sweep=sweep)
         s = report.summary
+        head = features.head()
+        head_loc = None
+        if head is not None:  # the backbone's ImageNet classifier: class-agnostic top-1 CAM
+            head_report = localize(features, LinearClassifier.from_head(head, features.attrs), test_rows, sweep=False)
+            head_loc = head_report.summary["top1_cam_loc"]
         crop_paths = {}
         for boxes in ("cam", "gt"):
             crop_paths[boxes] = extract_crops(root, features, classifier, work / f"cub__{model}__{boxes}.h5", boxes,
@@ -63,6 +69,7 @@ def run(root: Path, model: str, work: Path, options: ExtractOptions, sweep: bool
         ["SVM on ground-truth box", f"{paper['gt_box_googlenet_gap']}", pct(gt_crop.accuracy)],
         ["localization, IoU >= 0.5 (top-1 class)", f"{paper['localization_iou50']}", pct(s["top1_loc"])],
         ["localization, IoU >= 0.5 (GT-known)", "-", pct(s["gt_known_loc"])],
+        ["localization, IoU >= 0.5 (ImageNet-head CAM, top-1 ImageNet class)", "-", pct(head_loc)],
         ["chance / centre-box baseline", f"{paper['localization_chance']} (chance)", pct(s["center_baseline"])],
         ["full-image box baseline", "-", pct(s["full_image_baseline"])],
     ]
