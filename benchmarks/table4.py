@@ -16,12 +16,12 @@ backbones and subsets.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.tables import write_table
 from featkit.classifier import LinearClassifier
 from featkit.crops import crop_accuracy, extract_crops
 from featkit.datasets import load_manifest, open_dataset
@@ -84,12 +84,6 @@ def features_n(path: Path) -> int:
         return len(f)
 
 
-def to_markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|---|---:|---:|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="CUB_200_2011 root")
@@ -108,15 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatkitError as exc:
         print(f"table4: error: {exc}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows)
     note = ("\nTable 4 of Zhou et al. (CVPR 2016) on CUB-200-2011: one-vs-all linear SVMs on GAP features of the full "
             "image, of the CAM box of the predicted class, and of the ground-truth box (accuracy, %), and "
             "weakly supervised localization of the test images (CAM box IoU >= 0.5).\n")
-    (args.out / "table4.md").write_text(markdown + note, encoding="utf-8")
-    with open(args.out / "table4.csv", "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(rows)
-    print(markdown + note)
+    print(write_table(rows, args.out, "table4", note))
     return 0
 
 

@@ -17,13 +17,13 @@ follow the paper's protocol.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benchmarks.tables import write_table
 from featkit.datasets import load_manifest, open_dataset
 from featkit.datasets.base import draw_splits
 from featkit.errors import FeatkitError
@@ -108,12 +108,6 @@ def build_table(models: Sequence[str], roots: dict[str, Path], cache: Path, trai
     return rows
 
 
-def to_markdown(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding the datasets under usual names")
@@ -137,14 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatkitError as exc:
         print(f"table5: error: {exc}", file=sys.stderr)
         return 2
-    markdown = to_markdown(rows)
     note = ("\nTable 5 of Zhou et al. (CVPR 2016), linear SVM accuracy (mAP for SUN Attribute) on GAP features. "
             "'missing': dataset not on disk; '*': random protocol re-drawn with "
             f"{args.train_per_class} training images per class (sample data).\n")
-    (args.out / "table5.md").write_text(markdown + note, encoding="utf-8")
-    with open(args.out / "table5.csv", "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(rows)
-    print(markdown + note)
+    print(write_table(rows, args.out, "table5", note))
     return 0
 
 

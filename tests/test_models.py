@@ -31,7 +31,7 @@ CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat
 def _top5(name: str, photo: np.ndarray) -> list[str]:
     spec, model, _ = load_backbone(name)
     size = spec.input_size
-    pixels = torch.from_numpy(np.asarray(Image.fromarray(photo).convert("RGB").resize((size, size), Image.BILINEAR)))
+    pixels = torch.from_numpy(np.array(Image.fromarray(photo).convert("RGB").resize((size, size), Image.BILINEAR)))
     x = normalize_batch(pixels.permute(2, 0, 1)[None].contiguous(), spec.mean, spec.std)
     with torch.inference_mode():
         top = model(x).topk(5).indices[0]

@@ -52,14 +52,16 @@ def _build_lite(index: int) -> Callable[[str | None], tuple[Backbone, WeightsInf
             state, info = read_state_dict(weights)
             load_into(net, state, weights)
         head = net._fc
-        body = _LiteBody(net)
+        body = _ForwardFeatures(net)
         return Backbone(body, head), info
 
     return build
 
 
-class _LiteBody(nn.Module):
-    def __init__(self, net: EfficientNetLite) -> None:
+class _ForwardFeatures(nn.Module):
+    """Body of a network that has ``forward_features`` (its own classifier stays out)."""
+
+    def __init__(self, net: EfficientNetLite | GoogLeNetGAP) -> None:
         super().__init__()
         self.net = net
 
@@ -230,17 +232,8 @@ def _build_googlenet_gap(weights: str | None) -> tuple[Backbone, WeightsInfo]:
         classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
         net = GoogLeNetGAP(num_classes=classes)
         load_into(net, state, weights)
-    body = _GapBody(net)
+    body = _ForwardFeatures(net)
     return Backbone(body, net.fc), info
-
-
-class _GapBody(nn.Module):
-    def __init__(self, net: GoogLeNetGAP) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_features(x)
 
 
 register_backbone(
