@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from featkit.datasets.base import Dataset, ImageRecord
 from featkit.errors import FeatkitError
-from featkit.images import ImageFolderView, collate, normalize_batch
+from featkit.images import Batch, ImageFolderView, collate, normalize_batch
 from featkit.models import DEFAULT_BACKBONE, load_backbone
 from featkit.models.registry import Backbone, BackboneSpec
 from featkit.store import STATUS_FAILED, STATUS_OK, FeatureWriter, Head, Provenance
@@ -90,8 +91,100 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_plan(device: torch.device, workers: int | None = None, processes: int = 1) -> tuple[int, int | None]:
+    """(decode worker processes, intra-op threads for the run or None to keep torch's) when ``--workers``
+    is ``workers`` (None: not given) and ``processes`` extractions share this machine.
+
+    With the network on a GPU the CPU only decodes: ``min(4, cores)`` workers.
+    With the network on the CPU it wants every core, and decode workers that
+    preempt its OpenMP threads cost more than they save (the team waits for its
+    slowest thread): workers take only the cores torch's threads leave free;
+    with none free, small machines (<= 3 cores per process) decode in the main
+    process between batches, larger ones give one core to one decode worker.
+    Measured in benchmarks/results/perf_extract.md (2 cores: inline decode
+    1.2x the old default of 2 workers).
+    """
+    cores = _cores()
+    if workers is not None:
+        return workers, None
+    if device.type != "cpu":
+        return min(4, cores), None
+    per_process = max(1, cores // max(1, processes))
+    spare = per_process - torch.get_num_threads()
+    if spare > 0:
+        return min(4, spare), None
+    if per_process <= 3:
+        return 0, None
+    return 1, per_process - 1
+
+
 def default_workers(device: torch.device | None = None) -> int:
-    return min(4, os.cpu_count() or 1)
+    """Decode workers used when ``--workers`` is not given (see :func:`loader_plan`)."""
+    return loader_plan(device or torch.device("cuda"))[0]
+
+
+CPU_FORWARD_BATCH: int | None = None
+"""Images per forward pass on the CPU; None: as many as keep the largest activation within 60 % of the
+last-level cache (:func:`cpu_forward_batch`). The loader batch (``--batch-size``) is still the unit of
+reading and of writing; it is cut into forward passes of this size."""
+
+_FALLBACK_CACHE = 16 * 2**20
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the CPU's last-level cache (one instance), from sysfs; 16 MiB where unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        best = max(best, value)
+    return best or _FALLBACK_CACHE
+
+
+def largest_activation_bytes(model: Backbone, input_size: int, precision: str = "float32") -> int:
+    """Bytes of the largest module output of one image's forward pass (one probe on the CPU)."""
+    peak = [0]
+
+    def hook(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            peak[0] = max(peak[0], output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    dtype = PRECISIONS[precision]
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model.forward_features(torch.zeros(1, 3, input_size, input_size).to(memory_format=torch.channels_last))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return peak[0]
+
+
+def cpu_forward_batch(model: Backbone, input_size: int, precision: str = "float32") -> int:
+    """Images per CPU forward pass: the largest activations of a pass stay in cache.
+
+    On the CPU throughput falls steeply once a layer's output outgrows the
+    last-level cache (efficientnet_lite0 at 224 px on a 32 MiB L3: 180 img/s
+    at 4-8 images per pass, 52 at 32; at 448 px one image per pass is 5x
+    faster than 32; see benchmarks/results/perf_extract.md).
+    """
+    if CPU_FORWARD_BATCH is not None:
+        return CPU_FORWARD_BATCH
+    budget = 0.6 * last_level_cache_bytes()
+    return max(1, int(budget // max(1, largest_activation_bytes(model, input_size, precision))))
 
 
 def map_size(spec: BackboneSpec, model: Backbone, input_size: int) -> tuple[int, int]:
@@ -264,6 +357,29 @@ class _Committer:
                 continue
 
 
+DECODE_THREADS: int | None = None
+"""Threads decoding a batch with ``--workers 0``; None: as many as torch's intra-op threads."""
+
+
+class _InlineBatches:
+    """``--workers 0``: batches decoded in the main process by a pool of threads, one batch at a time.
+
+    Pillow releases the GIL while it decodes and resizes, so the threads use
+    every core the network's threads use, and only while the network waits:
+    decoding never preempts the OpenMP team as worker processes do.
+    """
+
+    def __init__(self, view: ImageFolderView, rows: range, batch_size: int, threads: int, pin: bool) -> None:
+        self.view, self.rows, self.batch_size, self.threads, self.pin = view, rows, batch_size, threads, pin
+
+    def __iter__(self) -> Iterator[Batch]:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="featkit-decode") as pool:
+            for lo in range(self.rows.start, self.rows.stop, self.batch_size):
+                indices = range(lo, min(lo + self.batch_size, self.rows.stop))
+                batch = collate(list(pool.map(self.view.__getitem__, indices)))
+                yield batch.pin_memory() if self.pin else batch
+
+
 def _run(
     model: Backbone,
     writer: FeatureWriter,
@@ -278,18 +394,55 @@ def _run(
     crops: np.ndarray | None = None,
 ) -> list[str]:
     view = ImageFolderView(Path(root), [r.path for r in records], input_size, crops=crops)
-    workers = default_workers(device) if options.workers is None else options.workers
-    loader = DataLoader(
-        Subset(view, range(start, len(records))),
-        batch_size=options.batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-    )
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", options.world_size))
+    workers, threads = loader_plan(device, options.workers, processes)
+    with _intra_op_threads(threads):
+        return _run_loader(model, writer, view, records, start, spec, device, options, progress, workers)
+
+
+@contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (None: left alone), restored after."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _run_loader(
+    model: Backbone,
+    writer: FeatureWriter,
+    view: ImageFolderView,
+    records: Sequence[ImageRecord],
+    start: int,
+    spec: BackboneSpec,
+    device: torch.device,
+    options: ExtractOptions,
+    progress: Callable[[int, int], None] | None,
+    workers: int,
+) -> list[str]:
+    loader: Iterable[Batch]
+    if workers:
+        loader = DataLoader(
+            Subset(view, range(start, len(records))),
+            batch_size=options.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4,
+        )
+    else:
+        decode_threads = DECODE_THREADS or max(1, min(_cores(), torch.get_num_threads()))
+        loader = _InlineBatches(view, range(start, len(records)), options.batch_size, decode_threads,
+                                device.type == "cuda")
     model = model.to(memory_format=torch.channels_last)
     autocast_dtype = PRECISIONS[options.precision]
+    chunk = cpu_forward_batch(model, view.input_size, options.precision) if device.type == "cpu" else None
     failed: list[str] = []
     row = start  # first row of the batch being computed
     committed = start  # rows known to be flushed to the file
@@ -307,7 +460,10 @@ def _run(
                 x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    maps = model.forward_features(x)
+                    if chunk and chunk < len(x):
+                        maps = torch.cat([model.forward_features(part) for part in x.split(chunk)])
+                    else:
+                        maps = model.forward_features(x)
                 maps = maps.float()
                 gap = maps.mean(dim=(2, 3)).cpu().numpy()
                 status = np.full(len(gap), STATUS_OK, dtype=np.int8)
@@ -376,7 +532,11 @@ def recompute_maps(
     """
     spec, model, dev = backbone_from_provenance(attrs, device)
     size = int(attrs["input_size"])
+    precision = str(attrs.get("precision", "float32"))
+    dtype = PRECISIONS.get(precision)
     view = ImageFolderView(Path(root), list(paths), size)
+    model = model.to(memory_format=torch.channels_last)  # as extraction runs it
+    chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
     out = []
     with torch.inference_mode():
         for lo in range(0, len(paths), batch_size):
@@ -386,5 +546,8 @@ def recompute_maps(
                 raise FeatkitError(f"cannot read image {bad[0]} under {root}; is --root the dataset root?")
             batch = collate(items)
             x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
-            out.append(model.forward_features(x).float().cpu().numpy())
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                for part in x.split(chunk):
+                    out.append(model.forward_features(part).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.channels, 1, 1), np.float32)

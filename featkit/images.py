@@ -100,9 +100,11 @@ class Batch:
 
 
 def collate(items: list[Loaded]) -> Batch:
+    """Stack decoded images; ``pixels`` is (B, 3, S, S) laid out channels-last (B, S, S, 3 in memory),
+    the layout the networks run in, so that no transposing copy is made on the way."""
     return Batch(
         indices=np.array([it.index for it in items], dtype=np.int64),
-        pixels=torch.stack([it.pixels for it in items]),
+        pixels=torch.stack([it.pixels.permute(1, 2, 0) for it in items]).permute(0, 3, 1, 2),
         sizes=np.array([it.size for it in items], dtype=np.int32),
         errors=[it.error for it in items],
     )

@@ -19,12 +19,20 @@ Layout (schema 1):
 Every array is allocated at its full size when the file is created and rows
 are filled in order; ``rows_done`` moves only after a batch is flushed, so an
 interrupted run resumes at the first unfinished batch and never loses or
-duplicates rows.
+duplicates rows. A new file's layout is written to ``<name>.partial`` and
+renamed into place once complete, so a run killed while creating it leaves no
+unreadable file behind.
+
+A shard of a multi-process extraction (:mod:`featkit.distributed`) is such a
+file for its block of rows, with the additive root attributes ``shard_rank``,
+``shard_world_size``, ``shard_start``, ``shard_stop`` (its rows in the whole
+job) and ``shard_total``; merging the shards gives the file one process writes.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from featkit import __version__
 from featkit.datasets.base import ImageRecord
@@ -43,7 +52,10 @@ _STR = h5py.string_dtype("utf-8")
 
 # Attributes that must agree for a file to be resumed by a new run.
 RESUME_KEYS = ("backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision",
-               "maps", "resize", "n_images", "crop")
+               "maps", "resize", "n_images", "crop", "shard_start", "shard_stop", "shard_total")
+
+PARTIAL_SUFFIX = ".partial"
+"""A new file's layout is written to ``<name>.partial`` and renamed to ``<name>`` once complete."""
 
 
 @dataclass(frozen=True)
@@ -148,18 +160,38 @@ class FeatureWriter:
             return cls(path, handle)
         if not path.parent.exists():
             raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+        # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
+        # place, so a run killed while creating it leaves no half-written file at ``path``.
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
         try:
-            handle = h5py.File(path, "w")
+            handle = h5py.File(partial, "w")
         except OSError as exc:
             raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable -o path") from exc
-        cls._create_layout(handle, provenance, records, classes, splits, head)
-        handle.flush()
-        return cls(path, handle)
+        try:
+            cls._create_layout(handle, provenance, records, classes, splits, head)
+        except BaseException:
+            handle.close()
+            partial.unlink(missing_ok=True)
+            raise
+        handle.close()
+        os.replace(partial, path)
+        return cls(path, h5py.File(path, "r+"))
+
+    @classmethod
+    def is_complete(cls, path: str | Path, provenance: Provenance, records: Sequence[ImageRecord]) -> bool:
+        """Whether ``path`` (which must exist) is a finished file of this job; FeatkitError if of another job.
+
+        Read-only, so several processes may ask at once.
+        """
+        with cls._open_for_resume(Path(path), provenance, records, mode="r") as handle:
+            return bool(handle.attrs["complete"])
 
     @staticmethod
-    def _open_for_resume(path: Path, provenance: Provenance, records: Sequence[ImageRecord]) -> h5py.File:
+    def _open_for_resume(
+        path: Path, provenance: Provenance, records: Sequence[ImageRecord], mode: str = "r+"
+    ) -> h5py.File:
         try:
-            handle = h5py.File(path, "r+")
+            handle = h5py.File(path, mode)
         except OSError as exc:
             raise FeatkitError(
                 f"{path} exists but cannot be opened for resuming ({exc}); "
@@ -376,9 +408,17 @@ class FeatureFile:
         """Maps of the given rows as float32 (reads only those rows)."""
         if not self.has_maps:
             raise FeatkitError(f"{self.path} has no conv maps; re-run `featkit extract` with --maps")
-        idx = np.asarray(indices, dtype=np.int64)
-        unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
-        return self.h5["features/maps"][unique][inverse].astype(np.float32)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        stored = self.h5["features/maps"]
+        if idx.size and idx[0] >= 0 and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+            raw = stored[int(idx[0]): int(idx[0]) + idx.size]  # a block of rows: one slice read
+            inverse = None
+        else:
+            unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
+            raw = stored[unique]
+        # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
+        maps = torch.from_numpy(raw).float().numpy()
+        return maps if inverse is None else maps[inverse]
 
     def iter_maps(self, indices: Sequence[int] | np.ndarray, batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(row indices, maps) in batches, so memory stays bounded."""
