@@ -28,6 +28,8 @@ NORMALIZATIONS: tuple[str, ...] = ("max", "minmax", "relu-max")
 kept); 'minmax' is Choe et al.'s (CVPR 2020) protocol; 'relu-max' clips at 0
 first, which is what the authors' MATLAB code wrote to disk (imwrite clips)."""
 
+CAM_WEIGHTS: tuple[str, ...] = ("all", "positive")
+
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")
 """'bilinear' (align_corners=False) is the default; 'nearest' keeps cell edges
 exact, which the tests use to check the box geometry."""
@@ -40,8 +42,13 @@ class CamOptions:
     normalization: str = "max"
     threshold: float = 0.2
     upsample: str = "bilinear"
+    weights: str = "all"
+    """'all': the paper's CAM, every w_k^c; 'positive': only units with w_k^c > 0 (positive evidence),
+    a variant that gives tighter boxes when SVM weights spread negative mass over the background."""
 
     def __post_init__(self) -> None:
+        if self.weights not in CAM_WEIGHTS:
+            raise FeatkitError(f"unknown CAM weights {self.weights!r}; use one of {', '.join(CAM_WEIGHTS)}")
         if self.normalization not in NORMALIZATIONS:
             raise FeatkitError(
                 f"unknown CAM normalization {self.normalization!r}; use one of {', '.join(NORMALIZATIONS)}"
@@ -58,6 +65,10 @@ class CamOptions:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON/TOML output files."""
         return asdict(self)
+
+    def cam_weight(self, weight: np.ndarray) -> np.ndarray:
+        """The class weights the CAM uses (scores always use every weight)."""
+        return np.maximum(weight, 0.0) if self.weights == "positive" else weight
 
 
 def _as_float_tensor(x: np.ndarray | torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -120,7 +120,7 @@ def render_cams(
     raw_cams: list[np.ndarray] = []
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
-        cams = class_activation_maps(maps, classifier.weight, columns[pos])  # (n, T, h, w)
+        cams = class_activation_maps(maps, cam_options.cam_weight(classifier.weight), columns[pos])  # (n, T, h, w)
         if save_raw != "none":
             raw_cams.append(cams)
         with single_threaded_torch():

@@ -174,7 +174,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
 def _cam_options(args: argparse.Namespace):  # -> CamOptions
     from featkit.cam import CamOptions
 
-    return CamOptions(normalization=args.normalization, threshold=args.threshold)
+    return CamOptions(normalization=args.normalization, threshold=args.threshold, weights=args.cam_weights)
 
 
 def _select_rows(features, args: argparse.Namespace):  # -> np.ndarray
@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
                        help="CAM normalization before thresholding (paper: max)")
         p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+        p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
+                       help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
         p.add_argument("--device", default="auto")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")

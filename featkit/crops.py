@@ -43,7 +43,7 @@ def predicted_class_boxes(
     boxes = np.zeros((len(idx), 4), dtype=np.float64)
     for part, maps in cam_source(features, root).batches(idx, batch):
         positions = np.array([where[int(r)] for r in part])
-        cams = class_activation_maps(maps, classifier.weight, predicted[positions])[:, 0]
+        cams = class_activation_maps(maps, cam_options.cam_weight(classifier.weight), predicted[positions])[:, 0]
         for j, row in enumerate(part):
             size = (int(sizes[row][0]), int(sizes[row][1]))
             full = normalize_cam(upsample(cams[j], size, cam_options.upsample), cam_options.normalization)

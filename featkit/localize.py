@@ -222,7 +222,8 @@ class LocalizationReport:
 
         lines = [
             f"Localization of {s['n_images']} images (IoU ≥ {s['iou_threshold']:g} with any GT box; CAM of the "
-            f"{s['cam_class']}; {s['normalization']} normalisation, threshold {s['threshold']:g}, "
+            f"{s['cam_class']}{'' if s.get('weights', 'all') == 'all' else ' from positive weights only'}; "
+            f"{s['normalization']} normalisation, threshold {s['threshold']:g}, "
             f"{s['upsample']} upsampling; weights: {s['classifier']}; maps: {s['maps']})",
             "",
             "| method | GT-known loc. | top-1 loc. | top-5 loc. | top-1 CAM, any class | mean IoU |",
@@ -493,7 +494,7 @@ def localize(
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         wanted = np.stack([scored_all[pos], top_all[pos, 0]], axis=1)  # (n, 2): scored class, top-1 class
-        cams = class_activation_maps(maps, classifier.weight, wanted)
+        cams = class_activation_maps(maps, cam_options.cam_weight(classifier.weight), wanted)
         sweep_cams: list[np.ndarray] = []
         sweep_gts: list[np.ndarray] = []
         with single_threaded_torch():
