@@ -544,8 +544,15 @@ def _child_extract(args: argparse.Namespace) -> None:
     out = args.work / f"memory_{args.images}.h5"
     sampler = _MemorySampler()
     sampler.start()
+    series: list[float] = []
+    every = len(inputs.records)
+
+    def progress(done: int, total: int) -> None:  # RSS each time another 1x of rows is committed
+        if done >= every * (len(series) + 1):
+            series.append(_proc_kb(os.getpid(), "status", "VmRSS") / 1024)
+
     t0 = time.perf_counter()
-    extract_records(subset.root, subset.records, subset.classes, splits, "cub200", out, options)
+    extract_records(subset.root, subset.records, subset.classes, splits, "cub200", out, options, progress)
     seconds = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
@@ -554,7 +561,7 @@ def _child_extract(args: argparse.Namespace) -> None:
         per_image = f.h5["features/maps"].id.get_storage_size() / len(f)
     out.unlink()
     print(json.dumps({"main_mb": own, "worker_mb": sampler.peak_child_rss_kb / 1024,
-                      "total_pss_mb": sampler.peak_total_pss_kb / 1024, "seconds": seconds,
+                      "total_pss_mb": sampler.peak_total_pss_kb / 1024, "seconds": seconds, "series": series,
                       "maps_bytes": per_image}))
 
 
@@ -661,6 +668,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lever-images", type=int, default=None, help="images per lever run (default: --images)")
     p.add_argument("--memory", action="store_true",
                    help="also peak RSS at 1x and 10x the images, and features/maps bytes per image")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the memory section, replacing it in an existing results file")
     p.add_argument("--memory-image-size", type=int, default=None,
                    help="input size of the 1x/10x memory runs (default: the model's)")
     p.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
@@ -711,23 +720,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
         ]
         csv_rows: list[tuple[Any, ...]] = []
-        rows, sanity = speed(inputs, setup, n, args.repeats, work, args.compare_src)
-        md = header + ["| pipeline | img/s (median) | runs | featkit / this | this / compute bound (a') |",
-                       "|---|---:|---|---:|---:|"]
-        a = rows[1]["img_s"]
-        for row in rows:
-            runs = ", ".join(_fmt(v) for v in row["runs"])
-            md.append(f"| {row['item']} | {_fmt(row['img_s'])} | {runs} | {row['ratio']:.2f} | "
-                      f"{row['img_s'] / a:.2f} |")
-            csv_rows.append(("speed", row["item"], "img_per_s", round(row["img_s"], 3), "img/s", runs))
-            csv_rows.append(("speed", row["item"], "featkit_ratio", round(row["ratio"], 4), "featkit / this", ""))
-        ratio = {r["key"]: r["ratio"] for r in rows}
-        md += ["", f"**featkit / compute bound = {ratio['a2']:.2f}** against (a'), the forward passes featkit "
-                   f"runs (target >= 0.8); {ratio['a']:.2f} against (a), {args.batch_size} images per pass. "
-                   f"**featkit / (b) = {ratio['b']:.2f}**, **featkit / (c) = {ratio['c']:.2f}** (targets > 1)."
-                   + (f" Against featkit before this work (d0): {ratio['d0']:.2f}x." if "d0" in ratio else ""),
-               "", f"Sanity: {sanity}.", ""]
-        if args.levers:
+        md = list(header)
+        if not args.memory_only:
+            rows, sanity = speed(inputs, setup, n, args.repeats, work, args.compare_src)
+            md += ["| pipeline | img/s (median) | runs | featkit / this | this / compute bound (a') |",
+                   "|---|---:|---|---:|---:|"]
+            a = rows[1]["img_s"]
+            for row in rows:
+                runs = ", ".join(_fmt(v) for v in row["runs"])
+                md.append(f"| {row['item']} | {_fmt(row['img_s'])} | {runs} | {row['ratio']:.2f} | "
+                          f"{row['img_s'] / a:.2f} |")
+                csv_rows.append(("speed", row["item"], "img_per_s", round(row["img_s"], 3), "img/s", runs))
+                csv_rows.append(("speed", row["item"], "featkit_ratio", round(row["ratio"], 4), "featkit / this", ""))
+            ratio = {r["key"]: r["ratio"] for r in rows}
+            md += ["", f"**featkit / compute bound = {ratio['a2']:.2f}** against (a'), the forward passes featkit "
+                       f"runs (target >= 0.8); {ratio['a']:.2f} against (a), {args.batch_size} images per pass. "
+                       f"**featkit / (b) = {ratio['b']:.2f}**, **featkit / (c) = {ratio['c']:.2f}** (targets > 1)."
+                       + (f" Against featkit before this work (d0): {ratio['d0']:.2f}x." if "d0" in ratio else ""),
+                   "", f"Sanity: {sanity}.", ""]
+        if args.levers and not args.memory_only:
             lever_rows = levers(inputs, setup, args.lever_images or n, args.repeats, work)
             md += ["## Levers", "",
                    "Each row alone, interleaved rounds, median; the ratio is against the row marked (base) "
@@ -742,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 csv_rows.append((f"lever-{row['section']}", row["item"], "ratio_to_base", round(row["ratio"], 4),
                                  "x", ""))
             md.append("")
-        if args.memory:
+        if args.memory or args.memory_only:
             mem_rows = memory(inputs, args, work)
             md += ["## Memory", "",
                    f"Memory of `extract_records` (with `--maps`, input {args.memory_image_size or size} px) in a "
@@ -764,6 +775,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 csv_rows.append(("memory", item, "main_peak_rss", round(row["main_mb"], 1), "MB", ""))
                 csv_rows.append(("memory", item, "worker_peak_rss", round(row["worker_mb"], 1), "MB", ""))
                 csv_rows.append(("memory", item, "peak_total_pss", round(row["total_pss_mb"], 1), "MB", ""))
+            for row in mem_rows:
+                if row["factor"] > 1 and row.get("series"):
+                    series = ", ".join(f"{v:.0f}" for v in row["series"])
+                    md.append("")
+                    md.append(f"Main process RSS (MB) after each {len(inputs.records)} rows of the "
+                              f"{row['factor']}x run, {row['workers']}: {series}.")
+                    csv_rows.append(("memory", f"{row['factor']}x, {row['workers']}", "rss_series", series, "MB",
+                                     f"after every {len(inputs.records)} rows"))
             st_n = min(n, len(inputs.records))
             st_rows = storage(inputs, setup, st_n, work)
             md += ["", f"features/maps on disk per image ({spec.channels} x maps of {size} px input, float16, one "
@@ -776,6 +795,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 csv_rows.append(("storage", row["item"], "bytes_per_image", round(row["bytes"]), "B",
                                  f"raw {row['raw']} B"))
             md.append("")
+        if args.memory_only and (args.out / "perf_extract.md").is_file():
+            # keep the speed and lever tables of the last full run; replace its memory section
+            kept = (args.out / "perf_extract.md").read_text().split("## Memory")[0].rstrip("\n").splitlines()
+            command = f"python -m benchmarks.perf_extract {' '.join(argv if argv is not None else sys.argv[1:])}"
+            md = kept + ["", "## Memory", "", f"(This section: `{command}`.)"] + md[len(header) + 1:]
+            with (args.out / "perf_extract.csv").open() as handle:
+                old_rows = [tuple(r) for r in list(csv.reader(handle))[1:] if r[0] not in ("memory", "storage")]
+            csv_rows = old_rows + csv_rows
         _write(args.out, md, csv_rows)
         print("\n".join(md))
     return 0
