@@ -309,8 +309,16 @@ def featkit_elsewhere(inputs: Inputs, setup: Setup, n: int, work: Path, source: 
         cmd += ["--weights", setup.weights]
     if setup.image_size:
         cmd += ["--image-size", str(setup.image_size)]
-    env = dict(os.environ, PYTHONPATH=str(source))
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1], env=env)
+    # `python -m` puts the working directory first on sys.path: run from ``work`` so that ``featkit`` comes
+    # from ``source`` and only ``benchmarks`` from this checkout
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((str(source), str(repo))))
+    check = "import featkit, sys; print(featkit.__file__)"
+    where = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=work,
+                           env=env).stdout.strip()
+    if not where.startswith(str(source)):
+        raise RuntimeError(f"--compare-src {source}: featkit was imported from {where}")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=work, env=env)
     line = next(x for x in done.stdout.splitlines() if x.startswith("{"))
     return float(json.loads(line)["img_s"])
 
@@ -510,21 +518,22 @@ def _children(pid: int) -> list[int]:
 
 
 class _MemorySampler(threading.Thread):
-    """Samples, every 50 ms, the proportional set size (PSS: shared pages split between the processes
-    sharing them) of this process plus its children (decode workers), and the children's own peak RSS."""
+    """Samples, every 100 ms, the RSS of this process plus its children (the decode workers; pages they
+    share with the main process count twice) and the children's own peak RSS. Only /proc/<pid>/status is
+    read: smaps_rollup (for PSS) walks the page tables under the mmap lock and slowed extraction 1.5x."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.stop = threading.Event()
-        self.peak_total_pss_kb = 0
+        self.peak_total_rss_kb = 0
         self.peak_child_rss_kb = 0
 
     def run(self) -> None:
         me = os.getpid()
-        while not self.stop.wait(0.05):
+        while not self.stop.wait(0.1):
             kids = _children(me)
-            total = _proc_kb(me, "smaps_rollup", "Pss") + sum(_proc_kb(k, "smaps_rollup", "Pss") for k in kids)
-            self.peak_total_pss_kb = max(self.peak_total_pss_kb, total)
+            total = _proc_kb(me, "status", "VmRSS") + sum(_proc_kb(k, "status", "VmRSS") for k in kids)
+            self.peak_total_rss_kb = max(self.peak_total_rss_kb, total)
             for kid in kids:
                 self.peak_child_rss_kb = max(self.peak_child_rss_kb, _proc_kb(kid, "status", "VmHWM"))
 
@@ -561,7 +570,7 @@ def _child_extract(args: argparse.Namespace) -> None:
         per_image = f.h5["features/maps"].id.get_storage_size() / len(f)
     out.unlink()
     print(json.dumps({"main_mb": own, "worker_mb": sampler.peak_child_rss_kb / 1024,
-                      "total_pss_mb": sampler.peak_total_pss_kb / 1024, "seconds": seconds, "series": series,
+                      "total_mb": sampler.peak_total_rss_kb / 1024, "seconds": seconds, "series": series,
                       "maps_bytes": per_image}))
 
 
@@ -757,24 +766,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             mem_rows = memory(inputs, args, work)
             md += ["## Memory", "",
                    f"Memory of `extract_records` (with `--maps`, input {args.memory_image_size or size} px) in a "
-                   "fresh child process: the main process's peak RSS (its VmHWM), the largest decode worker's "
-                   "peak RSS (forked, so pages shared with the main process count in both), and the peak of "
-                   "the total PSS of all of them (shared pages counted once; sampled every 50 ms). 10x repeats "
-                   "every record ten times. About 540 MB of the main process is `import torch` alone "
-                   "(CUDA build).", "",
-                   "| images | decoding | main peak RSS (MB) | largest worker peak RSS (MB) | peak total PSS (MB) | "
-                   "seconds | main RSS / same setting at 1x |", "|---:|---|---:|---:|---:|---:|---:|"]
+                   "fresh child process: the main process's peak RSS (its VmHWM; `ru_maxrss` would report the "
+                   "forking parent's), the largest decode worker's peak RSS, and the peak of main + workers "
+                   "(sampled every 100 ms; workers are forked, so pages they share with the main process count "
+                   "twice there). 10x repeats every record ten times. About 540 MB of the main process is "
+                   "`import torch` alone (CUDA build).", "",
+                   "| images | decoding | main peak RSS (MB) | largest worker peak RSS (MB) | peak main + workers "
+                   "RSS (MB) | seconds | main RSS / same setting at 1x |", "|---:|---|---:|---:|---:|---:|---:|"]
             first = {}
             for row in mem_rows:
                 base_mb = first.setdefault(row["workers"], row["main_mb"])
                 worker = f"{row['worker_mb']:.0f}" if row["worker_mb"] else "-"
                 md.append(f"| {row['images']} ({row['factor']}x) | {row['workers']} | {row['main_mb']:.0f} | "
-                          f"{worker} | {row['total_pss_mb']:.0f} | {row['seconds']:.1f} | "
+                          f"{worker} | {row['total_mb']:.0f} | {row['seconds']:.1f} | "
                           f"{row['main_mb'] / base_mb:.2f} |")
                 item = f"{row['factor']}x ({row['images']} images), {row['workers']}"
                 csv_rows.append(("memory", item, "main_peak_rss", round(row["main_mb"], 1), "MB", ""))
                 csv_rows.append(("memory", item, "worker_peak_rss", round(row["worker_mb"], 1), "MB", ""))
-                csv_rows.append(("memory", item, "peak_total_pss", round(row["total_pss_mb"], 1), "MB", ""))
+                csv_rows.append(("memory", item, "peak_main_plus_workers_rss", round(row["total_mb"], 1), "MB", ""))
             for row in mem_rows:
                 if row["factor"] > 1 and row.get("series"):
                     series = ", ".join(f"{v:.0f}" for v in row["series"])

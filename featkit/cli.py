@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(4, cores))")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic; 0 on small CPU machines, min(4, cores) on GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="autocast precision for the forward pass (recorded in the file)")

@@ -29,7 +29,7 @@ import torch
 
 from featkit.datasets.base import ImageRecord
 from featkit.errors import FeatkitError
-from featkit.store import PARTIAL_SUFFIX, RESUME_KEYS, FeatureWriter, Head, Provenance, _plain
+from featkit.store import PARTIAL_SUFFIX, FeatureWriter, Head, Provenance, _plain
 
 if TYPE_CHECKING:
     from featkit.extract import ExtractOptions, ExtractResult
