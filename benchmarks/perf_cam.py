@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from benchmarks.perf_extract import DEFAULT_ROOT, real_images, synthetic_images
-from featkit.boxes import box_from_cam, iou
-from featkit.cam import class_activation_maps, upsample
-from featkit.extract import ExtractOptions, backbone_from_provenance, extract_records
-from featkit.images import load_rgb, normalize_batch
-from featkit.store import FeatureFile
+from featkit.cam.boxes import box_from_cam, iou
+from featkit.cam.maps import class_activation_maps, upsample
+from featkit.data.images import load_rgb, normalize_batch
+from featkit.features import ExtractJob, ExtractOptions, run_job
+from featkit.features.extractor import backbone_from_provenance
+from featkit.features.store import FeatureFile
 
 CSV_COLUMNS = ("section", "item", "metric", "value", "unit", "notes")
 
@@ -145,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             inputs = inputs.repeated(min(args.images, len(inputs.records)))
             features_path = work / "features.h5"
             splits = np.full((len(inputs.records), 1), "train", dtype=object)
-            extract_records(inputs.root, inputs.records, inputs.classes, splits, "cub200", features_path,
-                            ExtractOptions(model=args.model, weights=args.weights, image_size=args.image_size,
-                                           maps=True, device="cpu"))
+            run_job(ExtractJob(inputs.root, inputs.records, inputs.classes, splits, "cub200", features_path,
+                               ExtractOptions(model=args.model, weights=args.weights, image_size=args.image_size,
+                                              maps=True, device="cpu")))
         with FeatureFile(features_path) as features:
             head = features.head()
             if not features.has_maps or head is None:

@@ -41,24 +41,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from featkit import extract as fx
-from featkit.datasets.base import ImageRecord
-from featkit.extract import ExtractOptions, extract_records
-from featkit.images import ImageFolderView, collate, normalize_batch
+from featkit.data.base import ImageRecord
+from featkit.data.images import ImageFolderView, collate, normalize_batch
+from featkit.features import ExtractJob, ExtractOptions, run_job
+from featkit.features import extractor as fx
+from featkit.features.store import FeatureFile
 from featkit.models import load_backbone
 from featkit.models.efficientnet_lite import Conv2dSame
-from featkit.store import FeatureFile
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "CUB_200_2011"
 CSV_COLUMNS = ("section", "item", "metric", "value", "unit", "notes")
@@ -99,7 +99,7 @@ def synthetic_images(folder: Path, n: int, size: tuple[int, int] = (500, 375), s
 
 
 def real_images(root: Path) -> Inputs:
-    from featkit.datasets import open_dataset
+    from featkit.data import open_dataset
 
     dataset = open_dataset("cub200", root)
     records = dataset.records()
@@ -271,7 +271,7 @@ def featkit_run(inputs: Inputs, setup: Setup, n: int, out: Path, options: Extrac
 
     splits = np.full((n, 1), "train", dtype=object)
     with _threads(threads):
-        extract_records(subset.root, subset.records, subset.classes, splits, "cub200", out, options, progress)
+        run_job(ExtractJob(subset.root, subset.records, subset.classes, splits, "cub200", Path(out), options, progress))
     seconds = time.perf_counter() - started[0]
     with FeatureFile(out) as f:
         gap = f.gap
@@ -338,7 +338,7 @@ def _torchrun_child(args: argparse.Namespace) -> None:
 
     splits = np.full((len(records), 1), "train", dtype=object)
     out = args.work / "torchrun.h5"
-    extract_records(Path(spec["root"]), records, spec["classes"], splits, "cub200", out, options, progress)
+    run_job(ExtractJob(Path(spec["root"]), records, spec["classes"], splits, "cub200", Path(out), options, progress))
     if not ranks or options.rank == 0:  # type: ignore[attr-defined]
         print(json.dumps({"img_s": len(records) / (time.perf_counter() - started[0])}), flush=True)
         out.unlink()
@@ -446,31 +446,21 @@ def levers(inputs: Inputs, setup: Setup, n: int, repeats: int, work: Path) -> li
                                                                      forward_batch=step16)),
     ]
     plan_workers, _ = fx.loader_plan(setup.device)
-    sync = {"ASYNC_WRITES": False}
-    featkit_trials: list[tuple[str, ExtractOptions, int | None, dict[str, Any]]] = [
-        (f"defaults: workers={plan_workers}, {cores} threads, {step} images per pass [base]", base, None, {}),
-        (f"forward passes of {big} images (the loader batch, as before)", base, None, {"CPU_FORWARD_BATCH": big}),
-        ("workers=0 decoding with 1 thread (as before) instead of a thread pool", base, None,
-         {"DECODE_THREADS": 1}),
-        (f"workers=1, {cores} threads", replace(base, workers=1), None, {}),
-        (f"workers={min(4, cores)}, {cores} threads (the old default)", replace(base, workers=min(4, cores)), None,
-         {}),
-        (f"workers=1, {max(1, cores - 1)} threads", replace(base, workers=1), max(1, cores - 1), {}),
-        ("--maps, background writer thread (default)", replace(base, maps=True), None, {}),
-        ("--maps, writes in the main thread", replace(base, maps=True), None, sync),
-        ("--precision bfloat16", replace(base, precision="bfloat16"), None, {}),
+    featkit_trials: list[tuple[str, ExtractOptions, int | None]] = [
+        (f"defaults: workers={plan_workers}, {cores} threads, {step} images per pass [base]", base, None),
+        (f"forward passes of {big} images (the loader batch, as before)", replace(base, forward_batch=big), None),
+        ("workers=0 decoding with 1 thread (as before) instead of a thread pool", replace(base, decode_threads=1),
+         None),
+        (f"workers=1, {cores} threads", replace(base, workers=1), None),
+        (f"workers={min(4, cores)}, {cores} threads (the old default)", replace(base, workers=min(4, cores)), None),
+        (f"workers=1, {max(1, cores - 1)} threads", replace(base, workers=1), max(1, cores - 1)),
+        ("--maps, background writer thread (default)", replace(base, maps=True), None),
+        ("--maps, writes in the main thread", replace(base, maps=True, async_writes=False), None),
+        ("--precision bfloat16", replace(base, precision="bfloat16"), None),
     ]
-    for label, options, threads, patch in featkit_trials:
-        def run(options: ExtractOptions = options, threads: int | None = threads,
-                patch: dict[str, Any] = patch) -> float:
-            before = {name: getattr(fx, name) for name in patch}
-            for name, value in patch.items():
-                setattr(fx, name, value)
-            try:
-                return featkit_run(inputs, setup, n, work / "lever.h5", options, threads)[0]
-            finally:
-                for name, value in before.items():
-                    setattr(fx, name, value)
+    for label, options, threads in featkit_trials:
+        def run(options: ExtractOptions = options, threads: int | None = threads) -> float:
+            return featkit_run(inputs, setup, n, work / "lever.h5", options, threads)[0]
         trials.append(("featkit", label, run))
     if cores > 1:
         trials.append(("featkit", f"torchrun, {cores} processes x 1 thread (shards + merge)",
@@ -561,7 +551,7 @@ def _child_extract(args: argparse.Namespace) -> None:
             series.append(_proc_kb(os.getpid(), "status", "VmRSS") / 1024)
 
     t0 = time.perf_counter()
-    extract_records(subset.root, subset.records, subset.classes, splits, "cub200", out, options, progress)
+    run_job(ExtractJob(subset.root, subset.records, subset.classes, splits, "cub200", Path(out), options, progress))
     seconds = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
@@ -609,7 +599,7 @@ def storage(inputs: Inputs, setup: Setup, n: int, work: Path) -> list[dict[str, 
     subset = inputs.repeated(n)
     out = work / "storage.h5"
     splits = np.full((n, 1), "train", dtype=object)
-    extract_records(subset.root, subset.records, subset.classes, splits, "cub200", out, options)
+    run_job(ExtractJob(subset.root, subset.records, subset.classes, splits, "cub200", Path(out), options))
     rows = []
     with h5py.File(out, "r") as f:
         stored = f["features/maps"]

@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 from sklearn.svm import LinearSVC
 
-from featkit.svm import OneVsAllLinearSVM
+from featkit.linear.svm import OneVsAllLinearSVM
 
 COLUMNS = (
     "problem",

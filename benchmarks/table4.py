@@ -22,15 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.tables import write_table
-from featkit.cam import CamOptions
-from featkit.classifier import LinearClassifier
-from featkit.crops import crop_accuracy, extract_crops
-from featkit.datasets import load_manifest, open_dataset
+from featkit.cam.localization import localize
+from featkit.cam.maps import CamOptions
+from featkit.data import load_manifest, open_dataset
 from featkit.errors import FeatkitError
-from featkit.evaluate import evaluate, split_rows, train_svm
-from featkit.extract import ExtractOptions, extract_dataset
-from featkit.localize import localize
-from featkit.store import FeatureFile
+from featkit.experiments.crops import crop_accuracy, extract_crops
+from featkit.features import ExtractOptions, extract
+from featkit.features.store import FeatureFile
+from featkit.linear.classifier import LinearClassifier
+from featkit.linear.protocol import evaluate, split_rows, train_svm
 
 log = logging.getLogger("featkit.table4")
 
@@ -39,11 +39,11 @@ def run(root: Path, model: str, work: Path, options: ExtractOptions, sweep: bool
     paper = load_manifest("cub200").paper
     work.mkdir(parents=True, exist_ok=True)
     full_path = work / f"cub__{model}.h5"
-    extract_dataset(open_dataset("cub200", root), full_path, ExtractOptions(**{**options.__dict__, "model": model,
+    extract(open_dataset("cub200", root), full_path, ExtractOptions(**{**options.__dict__, "model": model,
                                                                                "maps": True}))
     with FeatureFile(full_path) as features:
         svm, _ = train_svm(features)
-        classifier = LinearClassifier(svm.coef_, svm.intercept_, features.classes, svm.normalize, "svm")
+        classifier = LinearClassifier.from_estimator(svm, features.classes)
         full = evaluate(classifier, features)
         test_rows = split_rows(features, "test")
         report = localize(features, classifier, test_rows, sweep=sweep)

@@ -24,12 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.tables import write_table
-from featkit.datasets import load_manifest, open_dataset
-from featkit.datasets.base import draw_splits
+from featkit.data import load_manifest, open_dataset
+from featkit.data.base import draw_splits
 from featkit.errors import FeatkitError
-from featkit.evaluate import ProtocolResult, run_protocol
-from featkit.extract import ExtractOptions, extract_dataset
-from featkit.store import FeatureFile
+from featkit.features import ExtractOptions, extract
+from featkit.features.store import FeatureFile
+from featkit.linear.protocol import ProtocolResult, run_protocol
 
 DATASETS = ("sun397", "indoor67", "scene15", "sun_attribute", "caltech101", "caltech256", "stanford40", "event8")
 FOLDER_NAMES = {
@@ -75,7 +75,7 @@ def evaluate_dataset(name: str, root: Path, model: str, cache: Path, train_per_c
     manifest = load_manifest(name)
     features_path = cache / f"{name}__{model}.h5"
     dataset = open_dataset(name, root)
-    extract_dataset(dataset, features_path, replace(extract_options, model=model))
+    extract(dataset, features_path, replace(extract_options, model=model))
     with FeatureFile(features_path) as features:
         splits = None
         mark = ""

@@ -74,8 +74,8 @@ def write_features(
     dataset_root: str | None = None,
 ) -> Path:
     """A features.h5 written through the real writer, with given (synthetic) features."""
-    from featkit.datasets.base import ImageRecord
-    from featkit.store import STATUS_OK, FeatureWriter, Provenance
+    from featkit.data.base import ImageRecord
+    from featkit.features import STATUS_OK, FeatureWriter, Provenance
 
     n, k = gap.shape
     map_hw = tuple(maps.shape[2:]) if maps is not None else (7, 7)
@@ -97,11 +97,10 @@ def write_features(
 
 @pytest.fixture(scope="session")
 def cub_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real CUB sample extracted once per session (default backbone, with maps)."""
-    from featkit.datasets import open_dataset
-    from featkit.extract import ExtractOptions, extract_dataset
+    """The real CUB sample extracted once per session by the CLI (default backbone, with maps)."""
+    from featkit.cli import main
 
     root = sample_root("CUB_200_2011")
     out = tmp_path_factory.mktemp("cub") / "cub.h5"
-    extract_dataset(open_dataset("cub200", root), out, ExtractOptions(maps=True))
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "-o", str(out)]) == 0
     return out

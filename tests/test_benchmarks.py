@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import table5
-
 from conftest import sample_root, write_image
+
+from benchmarks import table5
 
 
 def _fake_scene15(root: Path, classes: int = 3, per_class: int = 6) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featkit.boxes import (
+from featkit.cam.boxes import (
     BoxAccuracy,
     box_from_cam,
     boxes_from_cams,
@@ -17,7 +17,7 @@ from featkit.boxes import (
     max_box_acc,
     multi_threshold_boxes,
 )
-from featkit.cam import class_activation_maps, upsample
+from featkit.cam.maps import class_activation_maps, upsample
 from featkit.errors import FeatkitError
 
 # Golden setup: unit 2 lit on cells rows 3..7, cols 5..10 of a 14 x 14 grid; 224 px image, 16 px cells.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from featkit.cam import (
+from featkit.cam.maps import (
     NORMALIZATIONS,
     CamOptions,
     class_activation_maps,
@@ -132,7 +134,7 @@ def test_cam_options_are_frozen_and_validated():
     np.testing.assert_array_equal(CamOptions(weights="positive").cam_weight(weight), [[0.5, 0.0], [0.0, 2.0]])
     with pytest.raises(FeatkitError, match="unknown CAM weights"):
         CamOptions(weights="negative")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         options.threshold = 0.3  # type: ignore[misc]
     with pytest.raises(FeatkitError, match="normalization"):
         CamOptions(normalization="softmax")

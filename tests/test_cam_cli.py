@@ -9,11 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import sample_root, write_features, write_image
 from PIL import Image
 
 from featkit.cli import main
-
-from conftest import sample_root, write_features, write_image
 
 
 def _err(capsys: pytest.CaptureFixture[str]) -> str:

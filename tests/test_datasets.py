@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featkit.datasets import Dataset, ImageRecord, Protocol, load_manifest, manifest_names, open_dataset, reader_names
-from featkit.datasets.caltech import ANNOTATION_FOLDERS
+from featkit.data import Dataset, ImageRecord, Protocol, load_manifest, manifest_names, open_dataset, reader_names
+from featkit.data.caltech import ANNOTATION_FOLDERS
 from featkit.errors import FeatkitError
 
 SAMPLE_DATA = Path(os.environ.get("FEATKIT_SAMPLE_DATA", Path(__file__).parents[1].parent / "shared" / "data"))

@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from featkit.cli import main
-from featkit.datasets import open_dataset
-from featkit.distributed import merge_shards, shard_block, shard_path
+from featkit.data import open_dataset
 from featkit.errors import FeatkitError
-from featkit.extract import ExtractOptions, extract_dataset
+from featkit.features import ExtractOptions, extract
+from featkit.features.distributed import merge_shards, shard_block, shard_path
 
-OPTIONS = ExtractOptions(batch_size=3, workers=0, maps=True, image_size=64)
+# Sharding and merging are logic: the seeded tiny backbone checks them in a fraction of the time.
+OPTIONS = ExtractOptions(model="tiny_test", batch_size=3, workers=0, maps=True, image_size=64)
 TORCHRUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -34,7 +35,7 @@ def _no_torchrun_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def _shards(dataset, out: Path, world: int, options: ExtractOptions = OPTIONS) -> list[Path]:
     paths = []
     for rank in range(world):
-        result = extract_dataset(dataset, out, replace(options, rank=rank, world_size=world))
+        result = extract(dataset, out, replace(options, rank=rank, world_size=world))
         assert result.path == shard_path(out, rank, world) and result.path.is_file()
         paths.append(result.path)
     assert not out.exists()
@@ -76,7 +77,7 @@ def test_shard_names_and_blocks() -> None:
 def test_shards_merge_into_the_single_process_file(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     dataset = open_dataset("cub200", fake_cub(n_classes=2, per_class=5))
     single = tmp_path / "single.h5"
-    extract_dataset(dataset, single, OPTIONS)
+    extract(dataset, single, OPTIONS)
 
     out = tmp_path / "out.h5"
     shards = _shards(dataset, out, 3)
@@ -107,7 +108,7 @@ def test_merge_refuses_shards_that_do_not_belong_together(fake_cub: Callable[...
     with pytest.raises(FeatkitError, match="once each"):
         merge_shards([a[0], a[0]], out)
     single = tmp_path / "single.h5"
-    extract_dataset(dataset, single, OPTIONS)
+    extract(dataset, single, OPTIONS)
     with pytest.raises(FeatkitError, match="not a shard"):
         merge_shards([single, a[1]], out)
     c = _shards(dataset, tmp_path / "c.h5", 3)
@@ -135,7 +136,7 @@ def test_merge_refuses_shards_that_do_not_belong_together(fake_cub: Callable[...
 def test_an_interrupted_shard_resumes(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     dataset = open_dataset("cub200", fake_cub(n_classes=2, per_class=6))
     single = tmp_path / "single.h5"
-    extract_dataset(dataset, single, OPTIONS)
+    extract(dataset, single, OPTIONS)
     out = tmp_path / "out.h5"
 
     def interrupt(done: int, total: int) -> None:
@@ -143,14 +144,14 @@ def test_an_interrupted_shard_resumes(fake_cub: Callable[..., Path], tmp_path: P
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract_dataset(dataset, out, replace(OPTIONS, rank=1, world_size=2), progress=interrupt)
+        extract(dataset, out, replace(OPTIONS, rank=1, world_size=2), progress=interrupt)
     shard1 = shard_path(out, 1, 2)
     with h5py.File(shard1, "r") as h5:
         assert h5.attrs["rows_done"] == 3 and not h5.attrs["complete"]
-    shard0 = extract_dataset(dataset, out, replace(OPTIONS, rank=0, world_size=2)).path
+    shard0 = extract(dataset, out, replace(OPTIONS, rank=0, world_size=2)).path
     with pytest.raises(FeatkitError, match="unfinished"):
         merge_shards([shard0, shard1], out)
-    resumed = extract_dataset(dataset, out, replace(OPTIONS, rank=1, world_size=2))
+    resumed = extract(dataset, out, replace(OPTIONS, rank=1, world_size=2))
     assert (resumed.resumed_from, resumed.rows_written, resumed.n_images) == (3, 3, 6)
     merge_shards([shard0, shard1], out)
     assert_same_file(out, single)
@@ -158,20 +159,20 @@ def test_an_interrupted_shard_resumes(fake_cub: Callable[..., Path], tmp_path: P
 
 def test_bad_rank_is_a_clear_error(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     dataset = open_dataset("cub200", fake_cub(n_classes=1, per_class=2))
-    with pytest.raises(FeatkitError, match="--rank must be in 0..1"):
-        extract_dataset(dataset, tmp_path / "o.h5", replace(OPTIONS, rank=2, world_size=2))
+    with pytest.raises(FeatkitError, match="rank must be in 0..1"):
+        extract(dataset, tmp_path / "o.h5", replace(OPTIONS, rank=2, world_size=2))
     with pytest.raises(FeatkitError, match="more than the 2 images"):
-        extract_dataset(dataset, tmp_path / "o.h5", replace(OPTIONS, rank=0, world_size=3))
+        extract(dataset, tmp_path / "o.h5", replace(OPTIONS, rank=0, world_size=3))
 
 
 def test_torchrun_two_processes_write_the_single_process_file(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     root = fake_cub(n_classes=2, per_class=5)
     single = tmp_path / "single.h5"
-    extract_dataset(open_dataset("cub200", root), single, ExtractOptions(workers=0, image_size=64, maps=True))
+    extract(open_dataset("cub200", root), single, replace(OPTIONS, batch_size=32))
     out = tmp_path / "out.h5"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "featkit", "extract", str(root), "--dataset", "cub200", "-o", str(out), "--workers", "0",
-           "--image-size", "64", "--maps"]
+           "--image-size", "64", "--maps", "--model", "tiny_test"]
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     # oneDNN's float32 rounding depends on the thread count: give each rank the reference's
     # (torchrun would set 1), so the features can be compared to 1e-6

@@ -14,14 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import sample_root
 
 from featkit.cli import main
-from featkit.datasets import open_dataset
-from featkit.errors import FeatkitError
-from featkit.extract import ExtractOptions, extract_dataset
-from featkit.store import STATUS_FAILED, STATUS_OK, FeatureFile
-
-from conftest import sample_root
+from featkit.data import open_dataset
+from featkit.features import STATUS_FAILED, STATUS_OK, ExtractOptions, FeatureFile, extract
 
 FAST = ExtractOptions(batch_size=3, workers=0, maps=True, image_size=64)
 
@@ -33,7 +30,7 @@ def _digest(path: Path) -> str:
 def test_file_follows_the_contract(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     root = fake_cub(n_classes=2, per_class=4)
     out = tmp_path / "f.h5"
-    result = extract_dataset(open_dataset("cub200", root), out, FAST)
+    result = extract(open_dataset("cub200", root), out, FAST)
     assert (result.n_images, result.rows_written, result.failed) == (8, 8, [])
     with FeatureFile(out) as f:
         a = f.attrs
@@ -61,7 +58,7 @@ def test_file_follows_the_contract(fake_cub: Callable[..., Path], tmp_path: Path
 def test_interrupted_run_resumes_to_the_same_rows(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
     dataset = open_dataset("cub200", fake_cub(n_classes=2, per_class=5))
     reference = tmp_path / "ref.h5"
-    extract_dataset(dataset, reference, FAST)
+    extract(dataset, reference, FAST)
 
     out = tmp_path / "resumed.h5"
     calls = []
@@ -72,17 +69,17 @@ def test_interrupted_run_resumes_to_the_same_rows(fake_cub: Callable[..., Path],
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        extract_dataset(dataset, out, FAST, progress=interrupt_after_first_batch)
+        extract(dataset, out, FAST, progress=interrupt_after_first_batch)
     with FeatureFile(out) as f:
         assert not f.complete and f.attrs["rows_done"] == 3
-    result = extract_dataset(dataset, out, FAST)
+    result = extract(dataset, out, FAST)
     assert (result.resumed_from, result.rows_written) == (3, 7)
     with FeatureFile(out) as got, FeatureFile(reference) as want:
         assert got.complete
         np.testing.assert_array_equal(got.gap, want.gap)
         np.testing.assert_array_equal(got.maps(range(10)), want.maps(range(10)))
         np.testing.assert_array_equal(got.sizes, want.sizes)
-    again = extract_dataset(dataset, out, FAST)
+    again = extract(dataset, out, FAST)
     assert again.rows_written == 0
 
 
@@ -138,7 +135,7 @@ def test_truncated_jpeg_is_skipped_and_recorded(fake_cub: Callable[..., Path], t
     root = fake_cub(n_classes=2, per_class=4)
     victim = _truncate_one(root)
     out = tmp_path / "f.h5"
-    result = extract_dataset(open_dataset("cub200", root), out,
+    result = extract(open_dataset("cub200", root), out,
                              ExtractOptions(batch_size=3, workers=0, image_size=64, on_error="skip"))
     assert len(result.failed) == 1 and victim.name in result.failed[0]
     with FeatureFile(out) as f:
@@ -152,7 +149,7 @@ def test_output_from_another_backbone_is_not_touched(fake_cub: Callable[..., Pat
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     root = fake_cub(n_classes=2, per_class=2)
     out = tmp_path / "f.h5"
-    extract_dataset(open_dataset("cub200", root), out, ExtractOptions(workers=0, image_size=64))
+    extract(open_dataset("cub200", root), out, ExtractOptions(workers=0, image_size=64))
     before = _digest(out)
     code = main(_extract_argv(root, out, ["cub200", "--model", "resnet18", "--weights", "random", "--workers", "0"]))
     err = capsys.readouterr().err.strip().splitlines()
@@ -193,7 +190,7 @@ def test_missing_official_file_names_it(fake_cub: Callable[..., Path], tmp_path:
 def test_info_describes_the_file(fake_cub: Callable[..., Path], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "f.h5"
-    extract_dataset(open_dataset("cub200", fake_cub(n_classes=2, per_class=2)), out, FAST)
+    extract(open_dataset("cub200", fake_cub(n_classes=2, per_class=2)), out, FAST)
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     for needle in ("complete", "efficientnet_lite0", "features/gap 4 x 1280", "train 2, test 2",
@@ -213,11 +210,9 @@ def test_info_on_a_non_featkit_file_is_a_clear_error(tmp_path: Path, capsys: pyt
 
 
 @pytest.mark.slow
-def test_real_cub_sample(tmp_path: Path) -> None:
-    root = sample_root("CUB_200_2011")
-    out = tmp_path / "cub.h5"
-    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "-o", str(out)]) == 0
-    with FeatureFile(out) as f:
+def test_real_cub_sample(cub_features: Path) -> None:
+    """The session's CLI extraction of the CUB sample (conftest.cub_features) follows the contract."""
+    with FeatureFile(cub_features) as f:
         assert len(f) == 543 and f.gap.shape == (543, 1280) and f.complete
         split = f.splits[:, 0]
         assert ((split == "train").sum(), (split == "test").sum()) == (300, 243)

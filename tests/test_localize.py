@@ -17,18 +17,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featkit.cam import CamOptions
-from featkit.camviz import render_cams
-from featkit.classifier import LinearClassifier, classifier_for
-from featkit.datasets import open_dataset
-from featkit.datasets.base import ImageRecord
+from featkit.cam.boxes import max_box_acc
+from featkit.cam.localization import _merge_sweeps, localize
+from featkit.cam.maps import CamOptions
+from featkit.data import open_dataset
+from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
-from featkit.evaluate import split_rows, train_svm
-from featkit.extract import ExtractOptions, extract_dataset
-from featkit.boxes import max_box_acc
-from featkit.localize import _merge_sweeps, cam_source, localize
-from featkit.overlay import PRED_COLOR
-from featkit.store import STATUS_OK, FeatureFile, FeatureWriter, Head, Provenance
+from featkit.features import STATUS_OK, ExtractOptions, FeatureFile, FeatureWriter, Head, Provenance, extract
+from featkit.features.mapsource import MapSource
+from featkit.linear import LinearClassifier, classifier_for
+from featkit.linear.protocol import split_rows, train_svm
+from featkit.viz.camviz import render_cams
+from featkit.viz.overlay import PRED_COLOR
+from featkit.viz.plots import threshold_curve_plot
 
 CLASSES = ["class_0", "class_1", "class_2", "class_3"]
 SIDE, CELL = 80, 20
@@ -162,7 +163,7 @@ def test_report_files(tmp_path: Path) -> None:
     report.write_json(tmp_path / "loc.json")
     document = json.loads((tmp_path / "loc.json").read_text())
     assert document["summary"]["gt_known_loc"] == 1.0 and len(document["curves"]["thresholds"]) == 2
-    assert report.plot_curves(tmp_path / "curve.png").stat().st_size > 0
+    assert threshold_curve_plot(report.curves, tmp_path / "curve.png").stat().st_size > 0
     with pytest.raises(FeatkitError, match="does not exist"):
         report.write_csv(tmp_path / "missing" / "loc.csv")
 
@@ -175,10 +176,10 @@ def test_rows_without_any_box_are_an_error(tmp_path: Path) -> None:
 
 def test_missing_maps_without_root_is_an_error(tmp_path: Path) -> None:
     with FeatureFile(write_synthetic(tmp_path, with_maps=False)) as features:
-        with pytest.raises(FeatkitError, match="has no conv maps and no dataset root.*--maps or pass --root"):
+        with pytest.raises(FeatkitError, match="has no conv maps and no dataset root.*maps=True or pass root="):
             localize(features, identity_classifier(), ALL_ROWS)
         with pytest.raises(FeatkitError, match="is not a folder"):
-            cam_source(features, tmp_path / "nowhere")
+            MapSource.of(features, tmp_path / "nowhere")
 
 
 def test_classifier_of_other_classes_is_refused(tmp_path: Path) -> None:
@@ -202,16 +203,16 @@ def test_missing_maps_are_recomputed_from_the_root(fake_cub: Callable[..., Path]
     root = fake_cub(n_classes=2, per_class=2)
     dataset = open_dataset("cub200", root)
     plain, stored = tmp_path / "plain.h5", tmp_path / "stored.h5"
-    extract_dataset(dataset, plain, ExtractOptions(workers=0, image_size=64))
-    extract_dataset(dataset, stored, ExtractOptions(workers=0, image_size=64, maps=True))
+    extract(dataset, plain, ExtractOptions(workers=0, image_size=64))
+    extract(dataset, stored, ExtractOptions(workers=0, image_size=64, maps=True))
     with FeatureFile(plain) as features, FeatureFile(stored) as reference:
         rows = split_rows(features, "test")
         rng = np.random.default_rng(0)
         classifier = LinearClassifier(rng.normal(size=(2, 1280)), np.zeros(2), features.classes, "none", "random")
         report = localize(features, classifier, rows, root=root, sweep=False)
         assert report.summary["maps"] == "recomputed" and report.summary["n_images"] == 2
-        (_, recomputed), = cam_source(features, root).batches(rows, batch=8)
-        (_, kept), = cam_source(reference).batches(rows, batch=8)
+        (_, recomputed), = MapSource.of(features, root).batches(rows, batch=8)
+        (_, kept), = MapSource.of(reference).batches(rows, batch=8)
         np.testing.assert_allclose(recomputed, kept, rtol=1e-2, atol=1e-2)
 
 
@@ -255,10 +256,10 @@ def test_render_refuses_unknown_class_and_missing_image(pictured: Path, tmp_path
     with FeatureFile(pictured) as features:
         with pytest.raises(FeatkitError, match="'heron' is not one of"):
             render_cams(features, identity_classifier(), [0], tmp_path / "x", which="heron")
-        with pytest.raises(FeatkitError, match="--save-raw"):
+        with pytest.raises(FeatkitError, match="save_raw"):
             render_cams(features, identity_classifier(), [0], tmp_path / "x", save_raw="mat")
         (tmp_path / "data" / "img_1.png").unlink()
-        with pytest.raises(FeatkitError, match=r"img_1\.png not found; pass --root"):
+        with pytest.raises(FeatkitError, match=r"img_1\.png not found; pass root="):
             render_cams(features, identity_classifier(), [0, 1], tmp_path / "x")
     assert not (tmp_path / "x").exists()  # refused before anything was written
 
@@ -280,7 +281,7 @@ def test_cub_sample_localization(cub_features: Path) -> None:
     """
     with FeatureFile(cub_features) as features:
         svm, _ = train_svm(features)
-        classifier = LinearClassifier(svm.coef_, svm.intercept_, features.classes, svm.normalize, "svm")
+        classifier = LinearClassifier.from_estimator(svm, features.classes)
         report = localize(features, classifier, split_rows(features, "test"),
                           sweep_thresholds=np.arange(0.0, 1.0, 0.05))
         s = report.summary

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from skimage import data
 
+from featkit.data.images import normalize_batch
 from featkit.errors import FeatkitError
-from featkit.extract import imagenet_classes
-from featkit.images import normalize_batch
+from featkit.features.extractor import imagenet_classes
 from featkit.models import (
     RANDOM,
     GoogLeNetGAP,
@@ -100,7 +100,7 @@ def test_googlenet_gap_loads_a_state_dict(tmp_path: Path) -> None:
 
 
 def test_googlenet_gap_without_weights_says_how() -> None:
-    with pytest.raises(FeatkitError, match="--weights PATH"):
+    with pytest.raises(FeatkitError, match="weights=PATH"):
         load_backbone("googlenet_gap")
 
 
@@ -125,7 +125,7 @@ def test_no_network_and_no_weights_fails_fast_with_the_fix(tmp_path: Path, monke
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     assert not get_backbone_spec("resnet50").default_weights_available()
-    with pytest.raises(FeatkitError, match="cannot download .*--weights PATH"):
+    with pytest.raises(FeatkitError, match="cannot download .*weights=PATH"):
         load_backbone("resnet50")
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from featkit.boxes import max_box_acc
-from featkit.overlay import (
+from featkit.cam.boxes import max_box_acc
+from featkit.viz.overlay import (
     GT_COLOR,
     PRED_COLOR,
     GalleryEntry,
     cam_strip,
     overlay_figure,
-    threshold_curve_plot,
     write_gallery,
 )
+from featkit.viz.plots import threshold_curve_plot
 
 WIDTH, HEIGHT = 160, 120
 

@@ -1,4 +1,4 @@
-"""Tests of featkit.svm: sklearn compatibility, the exact score contract, CV determinism."""
+"""Tests of featkit.linear.svm: sklearn compatibility, the exact score contract, CV determinism."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featkit.errors import FeatkitError
-from featkit.svm import (
+from featkit.linear.svm import (
     DEFAULT_C_GRID,
     OneVsAllLinearSVM,
     average_precision,
@@ -116,7 +116,7 @@ def test_weights_equal_liblinears_own_python_api():
     """The vectorized node arrays (zeros dropped, built in chunks) are what LIBLINEAR expects."""
     from liblinear import liblinearutil
 
-    from featkit import svm
+    from featkit.linear import svm
 
     rng = np.random.default_rng(13)
     X = np.maximum(rng.standard_normal((50, 7)), 0)  # ReLU-like: many zeros

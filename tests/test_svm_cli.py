@@ -9,13 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from featkit.classifier import load_svm
-from featkit.cli import main
-from featkit.store import FeatureFile
-from featkit.svm import OneVsAllLinearSVM
-
 from conftest import write_features
+
+from featkit.cli import main
+from featkit.features.store import FeatureFile
+from featkit.linear import load_svm
+from featkit.linear.svm import OneVsAllLinearSVM
 
 
 def _separable(n_classes: int = 3, per_class: int = 20, k: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

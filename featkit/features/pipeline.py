@@ -1,0 +1,41 @@
+"""The extraction entry points: a dataset (or any job) into features.h5, on one process or sharded.
+
+``extract`` is what a Python user calls; it picks the single-process
+extractor (:mod:`featkit.features.extractor`) or one shard per rank plus a merge
+(:mod:`featkit.features.distributed`) from ``options.world_size``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from featkit.data.base import Dataset
+from featkit.features.distributed import extract_sharded
+from featkit.features.extractor import ExtractJob, ExtractOptions, ExtractResult, Progress, extract_rows
+
+
+def run_job(job: ExtractJob) -> ExtractResult:
+    """Extract ``job``: in this process, or this rank's shard (then merged) when ``world_size > 1``."""
+    if job.options.world_size > 1:
+        return extract_sharded(job)
+    return extract_rows(job)
+
+
+def extract(
+    dataset: Dataset,
+    output: str | Path,
+    options: ExtractOptions | None = None,
+    progress: Progress | None = None,
+) -> ExtractResult:
+    """GAP features (and maps with ``options.maps``) of every image of ``dataset`` into ``output``.
+
+    Classes, splits and boxes come from the dataset's reader and manifest. The
+    file is resumable: calling again after an interruption continues where it
+    stopped. ``progress(done, total)`` is called after every committed batch.
+    """
+    records = dataset.records()
+    job = ExtractJob(
+        root=Path(dataset.root), records=records, classes=dataset.classes(), splits=dataset.split_table(records),
+        dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(), progress=progress,
+    )
+    return run_job(job)

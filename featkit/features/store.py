@@ -1,0 +1,422 @@
+"""The features.h5 contract: writer (resumable, append-by-batch) and streaming reader.
+
+Layout (schema 1):
+
+- root attrs: provenance (``featkit_version``, ``schema_version``, ``backbone``,
+  ``weights``, ``weights_sha256``, ``feature_layer``, ``pooling``, ``input_size``,
+  ``mean``, ``std``, ``resize``, ``decode``, ``precision``, ``dataset``,
+  ``dataset_root``, ``created``), progress (``rows_done``, ``complete``).
+- ``images/path`` (N) utf-8 relative to the dataset root, ``images/label`` (N),
+  ``images/split`` (N, F) one column per fold, ``images/size`` (N, 2) width,
+  height of the original, ``images/box`` (N, 4) the main box or NaN,
+  ``images/boxes`` (M, 4) with ``images/boxes_image`` (M) for every box,
+  ``images/status`` (N) 0 pending / 1 ok / 2 unreadable, ``images/error`` (N),
+  ``images/attributes`` (N, C) for multi-label datasets.
+- ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
+  (N, K, h, w) float16 chunked per image and compressed (optional),
+  ``head/weight`` (C0, K), ``head/bias`` (C0), ``head/classes`` (C0).
+
+Every array is allocated at its full size when the file is created and rows
+are filled in order; ``rows_done`` moves only after a batch is flushed, so an
+interrupted run resumes at the first unfinished batch and never loses or
+duplicates rows. A new file's layout is written to ``<name>.partial`` and
+renamed into place once complete, so a run killed while creating it leaves no
+unreadable file behind.
+
+A shard of a multi-process extraction (:mod:`featkit.features.distributed`) is such a
+file for its block of rows, with the additive root attributes ``shard_rank``,
+``shard_world_size``, ``shard_start``, ``shard_stop`` (its rows in the whole
+job) and ``shard_total``; merging the shards gives the file one process writes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from featkit.data.base import ImageRecord
+from featkit.errors import FeatkitError
+from featkit.features.schema import (
+    RESUME_KEYS,
+    STATUS_OK,
+    STATUS_PENDING,
+    Provenance,
+    plain,
+)
+
+_STR = h5py.string_dtype("utf-8")
+
+PARTIAL_SUFFIX = ".partial"
+"""A new file's layout is written to ``<name>.partial`` and renamed to ``<name>`` once complete."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The backbone's own linear classifier, stored so CAMs work before any SVM exists."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    classes: Sequence[str]
+
+
+def _box_array(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    main = np.full((len(records), 4), np.nan, dtype=np.float32)
+    all_boxes: list[tuple[float, float, float, float]] = []
+    owners: list[int] = []
+    for i, record in enumerate(records):
+        if record.boxes:
+            main[i] = record.boxes[0]
+        for box in record.boxes:
+            all_boxes.append(box)
+            owners.append(i)
+    return main, np.asarray(all_boxes, dtype=np.float32).reshape(-1, 4), np.asarray(owners, dtype=np.int64)
+
+
+class FeatureWriter:
+    """Creates or resumes a features file; ``write_batch`` fills the next rows in order."""
+
+    def __init__(self, path: str | Path, handle: h5py.File) -> None:
+        self.path = Path(path)
+        self.h5 = handle
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        provenance: Provenance,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        splits: np.ndarray,
+        head: Head | None = None,
+        overwrite: bool = False,
+    ) -> FeatureWriter:
+        """Resume ``path`` when it holds an unfinished run of the same job, else create it.
+
+        Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'features.h5'}")
+        if path.exists() and not overwrite:
+            handle = cls._open_for_resume(path, provenance, records)
+            return cls(path, handle)
+        if not path.parent.exists():
+            raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+        # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
+        # place, so a run killed while creating it leaves no half-written file at ``path``.
+        partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        try:
+            handle = h5py.File(partial, "w")
+        except OSError as exc:
+            raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable output path") from exc
+        try:
+            cls._create_layout(handle, provenance, records, classes, splits, head)
+        except BaseException:
+            handle.close()
+            partial.unlink(missing_ok=True)
+            raise
+        handle.close()
+        os.replace(partial, path)
+        return cls(path, h5py.File(path, "r+"))
+
+    @classmethod
+    def is_complete(cls, path: str | Path, provenance: Provenance, records: Sequence[ImageRecord]) -> bool:
+        """Whether ``path`` (which must exist) is a finished file of this job; FeatkitError if of another job.
+
+        Read-only, so several processes may ask at once.
+        """
+        with cls._open_for_resume(Path(path), provenance, records, mode="r") as handle:
+            return bool(handle.attrs["complete"])
+
+    @staticmethod
+    def _open_for_resume(
+        path: Path, provenance: Provenance, records: Sequence[ImageRecord], mode: str = "r+"
+    ) -> h5py.File:
+        try:
+            handle = h5py.File(path, mode)
+        except OSError as exc:
+            raise FeatkitError(
+                f"{path} exists but cannot be opened for resuming ({exc}); "
+                "move it away or pass overwrite=True to start again"
+            ) from exc
+        expected = provenance.attrs(len(records))
+        for key in RESUME_KEYS:
+            have = handle.attrs.get(key)
+            want = expected.get(key)
+            if plain(have) != plain(want):
+                handle.close()
+                raise FeatkitError(
+                    f"{path} holds features from another run ({key}: {plain(have)} there, {plain(want)} now); "
+                    "choose another output, or pass overwrite=True to replace it"
+                )
+        stored = handle["images/path"].asstr()[:]
+        if list(stored) != [r.path for r in records]:
+            handle.close()
+            raise FeatkitError(
+                f"{path} lists other images than the dataset at this root; choose another output or pass overwrite=True"
+            )
+        return handle
+
+    @staticmethod
+    def _create_layout(
+        h5: h5py.File,
+        provenance: Provenance,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        splits: np.ndarray,
+        head: Head | None,
+    ) -> None:
+        n, k = len(records), provenance.channels
+        h5.attrs.update(provenance.attrs(n))
+        h5.attrs["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        h5.attrs["rows_done"] = 0
+        h5.attrs["complete"] = False
+        images = h5.create_group("images")
+        images.create_dataset("path", data=np.array([r.path for r in records], dtype=object), dtype=_STR)
+        images.create_dataset("label", data=np.array([r.label for r in records], dtype=np.int64))
+        split_ds = images.create_dataset("split", data=np.asarray(splits, dtype=object).reshape(n, -1), dtype=_STR)
+        split_ds.attrs["folds"] = split_ds.shape[1]
+        images.create_dataset("size", shape=(n, 2), dtype=np.int32, fillvalue=0)
+        main, every, owners = _box_array(records)
+        images.create_dataset("box", data=main)
+        images.create_dataset("boxes", data=every)
+        images.create_dataset("boxes_image", data=owners)
+        images.create_dataset("status", shape=(n,), dtype=np.int8, fillvalue=STATUS_PENDING)
+        images.create_dataset("error", shape=(n,), dtype=_STR)
+        if any(r.attributes is not None for r in records):
+            attributes = np.array([r.attributes for r in records], dtype=np.float32)
+            images.create_dataset("attributes", data=attributes)
+        h5.create_dataset("classes", data=np.array(list(classes), dtype=object), dtype=_STR)
+        features = h5.create_group("features")
+        features.create_dataset("gap", shape=(n, k), dtype=np.float32, chunks=(max(1, min(n, 256)), k),
+                                fillvalue=np.nan)
+        if provenance.maps:
+            mh, mw = provenance.map_size
+            features.create_dataset("maps", shape=(n, k, mh, mw), dtype=np.float16, chunks=(1, k, mh, mw),
+                                    compression="gzip", compression_opts=1, shuffle=True)
+        if head is not None:
+            group = h5.create_group("head")
+            group.create_dataset("weight", data=np.asarray(head.weight, dtype=np.float32))
+            group.create_dataset("bias", data=np.asarray(head.bias, dtype=np.float32))
+            group.create_dataset("classes", data=np.array(list(head.classes), dtype=object), dtype=_STR)
+
+    # ---------------------------------------------------------------- writing
+
+    @property
+    def rows_done(self) -> int:
+        return int(self.h5.attrs["rows_done"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.h5.attrs["n_images"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.h5.attrs["complete"])
+
+    def write_batch(
+        self,
+        start: int,
+        gap: np.ndarray,
+        sizes: np.ndarray,
+        status: np.ndarray,
+        errors: Sequence[str],
+        maps: np.ndarray | None = None,
+    ) -> None:
+        """Write rows ``start:start+len(gap)``, flush, then advance ``rows_done``."""
+        if start != self.rows_done:
+            raise RuntimeError(f"batch starts at row {start} but the file is at row {self.rows_done}")
+        stop = start + len(gap)
+        self.h5["features/gap"][start:stop] = gap
+        if maps is not None:
+            self.h5["features/maps"][start:stop] = maps.astype(np.float16, copy=False)
+        self.h5["images/size"][start:stop] = sizes
+        self.h5["images/status"][start:stop] = status
+        if any(errors):
+            self.h5["images/error"][start:stop] = np.array(list(errors), dtype=object)
+        self.h5.flush()
+        self.h5.attrs["rows_done"] = stop
+        self.h5.flush()
+
+    def finish(self) -> None:
+        if self.rows_done != self.n_images:
+            raise RuntimeError(f"finish() at row {self.rows_done} of {self.n_images}")
+        self.h5.attrs["complete"] = True
+        self.h5.attrs["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.h5.flush()
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FeatureFile:
+    """Read side of features.h5: small arrays eagerly, maps streamed by index."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FeatkitError(f"features file {self.path} does not exist; create it with extract")
+        try:
+            self.h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise FeatkitError(f"{self.path} is not a readable HDF5 file ({exc}); re-run the extraction") from exc
+        if "schema_version" not in self.h5.attrs or "features" not in self.h5:
+            self.h5.close()
+            raise FeatkitError(f"{self.path} is not a featkit features file (no schema_version); make one with extract")
+
+    # Provenance and the small per-image tables are read once per open file (they never change
+    # for a reader); the features and maps are read on demand, by rows.
+    @cached_property
+    def attrs(self) -> dict[str, Any]:
+        return {k: plain(v) for k, v in self.h5.attrs.items()}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs["complete"])
+
+    def __len__(self) -> int:
+        return int(self.attrs["n_images"])
+
+    @cached_property
+    def classes(self) -> list[str]:
+        return list(self.h5["classes"].asstr()[:])
+
+    @cached_property
+    def paths(self) -> list[str]:
+        return list(self.h5["images/path"].asstr()[:])
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return self._read_only(self.h5["images/label"][:])
+
+    @cached_property
+    def splits(self) -> np.ndarray:
+        return self._read_only(self.h5["images/split"].asstr()[:].astype(object))
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        return self._read_only(self.h5["images/size"][:])
+
+    @cached_property
+    def status(self) -> np.ndarray:
+        return self._read_only(self.h5["images/status"][:])
+
+    @cached_property
+    def errors(self) -> list[str]:
+        return list(self.h5["images/error"].asstr()[:])
+
+    @cached_property
+    def box(self) -> np.ndarray:
+        return self._read_only(self.h5["images/box"][:])
+
+    @cached_property
+    def _boxes_per_image(self) -> list[np.ndarray]:
+        owners = self.h5["images/boxes_image"][:]
+        boxes = self.h5["images/boxes"][:]
+        out = [np.zeros((0, 4), np.float32) for _ in range(len(self))]
+        for i in np.unique(owners):
+            out[int(i)] = boxes[owners == i]
+        return out
+
+    def boxes_of(self) -> list[np.ndarray]:
+        """Every ground-truth box, one (n_i, 4) array per image."""
+        return list(self._boxes_per_image)
+
+    @cached_property
+    def attributes(self) -> np.ndarray | None:
+        return self._read_only(self.h5["images/attributes"][:]) if "images/attributes" in self.h5 else None
+
+    @property
+    def has_maps(self) -> bool:
+        return "features/maps" in self.h5
+
+    @cached_property
+    def gap(self) -> np.ndarray:
+        """(N, K) float32 GAP features, read once (a shared, read-only array: copy before changing it)."""
+        return self._read_only(self.h5["features/gap"][:])
+
+    @staticmethod
+    def _read_only(array: np.ndarray) -> np.ndarray:
+        array.flags.writeable = False
+        return array
+
+    def require_complete(self) -> None:
+        """Refuse a file whose extraction is still running or was interrupted."""
+        if not self.complete:
+            done = self.attrs.get("rows_done", 0)
+            raise FeatkitError(
+                f"{self.path} is incomplete ({done} of {len(self)} images); "
+                "re-run the same extraction to finish it"
+            )
+
+    def check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows as int64, refusing rows out of range or without a readable image."""
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            raise FeatkitError(f"no images selected in {self.path}; choose a split that has images")
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise FeatkitError(f"row indices must lie in [0, {len(self)}) for {self.path}")
+        bad = idx[self.status[idx] != STATUS_OK]
+        if bad.size:
+            raise FeatkitError(
+                f"{bad.size} selected images of {self.path} were not extracted (e.g. row {int(bad[0])}); "
+                "select rows with split_rows or re-run the extraction"
+            )
+        return idx
+
+    def head(self) -> Head | None:
+        if "head" not in self.h5:
+            return None
+        group = self.h5["head"]
+        return Head(group["weight"][:], group["bias"][:], list(group["classes"].asstr()[:]))
+
+    def maps(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Maps of the given rows as float32 (reads only those rows)."""
+        if not self.has_maps:
+            raise FeatkitError(f"{self.path} has no conv maps; re-extract with maps=True")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        stored = self.h5["features/maps"]
+        if idx.size and idx[0] >= 0 and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+            raw = stored[int(idx[0]): int(idx[0]) + idx.size]  # a block of rows: one slice read
+            inverse = None
+        else:
+            unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
+            raw = stored[unique]
+        # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
+        maps = torch.from_numpy(raw).float().numpy()
+        return maps if inverse is None else maps[inverse]
+
+    def iter_maps(self, indices: Sequence[int] | np.ndarray, batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row indices, maps) in batches, so memory stays bounded."""
+        idx = np.asarray(indices, dtype=np.int64)
+        for lo in range(0, len(idx), batch):
+            chunk = idx[lo : lo + batch]
+            yield chunk, self.maps(chunk)
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.close()
+
+    def __enter__(self) -> FeatureFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

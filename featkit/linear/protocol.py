@@ -1,0 +1,187 @@
+"""Training and scoring under a dataset's split protocol.
+
+Rows used are those with a readable image (status ok) and a label (or
+attribute targets for multi-label data); the split column of the chosen fold
+says which are train and test. Metrics: accuracy, mean per-class accuracy,
+top-5 and a confusion matrix; mean average precision for multi-label data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from featkit.errors import FeatkitError
+from featkit.features.schema import STATUS_OK
+from featkit.features.store import FeatureFile
+from featkit.linear.classifier import LinearClassifier
+from featkit.linear.svm import OneVsAllLinearSVM, average_precision
+
+log = logging.getLogger(__name__)
+
+
+def multilabel(features: FeatureFile) -> bool:
+    return features.attributes is not None
+
+
+def split_rows(features: FeatureFile, split: str, fold: int = 0, splits: np.ndarray | None = None) -> np.ndarray:
+    """Indices of usable rows in ``split`` of ``fold``; a clear error when there are none.
+
+    ``splits`` (N, F) replaces the file's split table (a protocol re-drawn for a small sample).
+    """
+    splits = features.splits if splits is None else splits
+    if not 0 <= fold < splits.shape[1]:
+        raise FeatkitError(f"fold {fold} does not exist; {features.path} has folds 0..{splits.shape[1] - 1}")
+    usable = features.status == STATUS_OK
+    if not multilabel(features):
+        usable &= features.labels >= 0
+    rows = np.flatnonzero(usable & (splits[:, fold] == split))
+    if rows.size == 0:
+        present = sorted({s for s in splits[:, fold] if s})
+        hint = f"splits present: {', '.join(present)}" if present else "the dataset has no split (a plain folder or list)"
+        raise FeatkitError(f"no usable images in split {split!r} of fold {fold} in {features.path}; {hint}")
+    return rows
+
+
+def targets(features: FeatureFile, rows: np.ndarray) -> np.ndarray:
+    if multilabel(features):
+        attributes = features.attributes
+        assert attributes is not None
+        return (attributes[rows] > 0).astype(np.int64)
+    return features.labels[rows]
+
+
+def train_svm(
+    features: FeatureFile,
+    split: str = "train",
+    fold: int = 0,
+    C: float | Literal["auto"] = "auto",
+    normalize: Literal["l2", "none"] = "l2",
+    per_class_C: bool = False,
+    n_jobs: int | None = -1,
+    splits: np.ndarray | None = None,
+) -> tuple[OneVsAllLinearSVM, dict[str, Any]]:
+    """Fit the one-vs-all SVM on one split of one fold; returns it and what it was trained on."""
+    features.require_complete()
+    rows = split_rows(features, split, fold, splits)
+    gap = features.gap[rows]
+    y = targets(features, rows)
+    n_classes = len(features.classes)
+    if not multilabel(features):
+        missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
+        if len(missing) == n_classes - 1:
+            raise FeatkitError(
+                f"split {split!r} of {features.path} has only one class ({features.classes[int(y[0])]}); "
+                "one-vs-all SVMs need at least two"
+            )
+        if missing:
+            names = ", ".join(features.classes[i] for i in missing[:5])
+            raise FeatkitError(f"classes without training images in split {split!r}: {names}; check the split")
+    if not np.isfinite(gap).all():
+        bad = int((~np.isfinite(gap)).any(axis=1).sum())
+        raise FeatkitError(f"{bad} training rows of {features.path} hold NaN/inf features; re-extract them")
+    cv = 3
+    if C == "auto" and not multilabel(features):
+        smallest = int(np.bincount(y, minlength=n_classes).min())
+        if smallest < 2:
+            log.warning("a class has a single training image: C cannot be cross-validated, using C=1")
+            C = 1.0
+        cv = max(2, min(cv, smallest))
+    svm = OneVsAllLinearSVM(C=C, cv=cv, normalize=normalize, per_class_C=per_class_C, n_jobs=n_jobs,
+                            multilabel=multilabel(features))
+    svm.fit(gap, y)
+    return svm, {"split": split, "fold": fold, "n_images": int(rows.size)}
+
+
+@dataclass
+class Metrics:
+    """Scores of a classifier on one split."""
+
+    n_images: int
+    accuracy: float = float("nan")
+    mean_per_class_accuracy: float = float("nan")
+    top5: float = float("nan")
+    map: float = float("nan")
+    per_class: list[tuple[str, int, float]] = field(default_factory=list)  # (class, n, accuracy or AP)
+    confusion: np.ndarray | None = None
+
+    def value(self, metric: str) -> float:
+        """The manifest's metric ('accuracy', 'mean_per_class_accuracy' or 'map')."""
+        return float(getattr(self, metric))
+
+
+def score(scores: np.ndarray, y: np.ndarray, classes: list[str], is_multilabel: bool = False) -> Metrics:
+    """Metrics of (N, C) scores against integer labels (or an (N, C) 0/1 matrix)."""
+    n = len(y)
+    if is_multilabel:
+        ap = average_precision(y, scores)
+        per_class = [(c, int(y[:, j].sum()), float(ap[j])) for j, c in enumerate(classes)]
+        return Metrics(n, map=float(np.nanmean(ap)), per_class=per_class)
+    pred = scores.argmax(axis=1)
+    k = min(5, scores.shape[1])
+    topk = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    per_class = []
+    for j, c in enumerate(classes):
+        members = y == j
+        if members.any():
+            per_class.append((c, int(members.sum()), float((pred[members] == j).mean())))
+    return Metrics(
+        n,
+        accuracy=float((pred == y).mean()),
+        mean_per_class_accuracy=float(np.mean([acc for _, _, acc in per_class])),
+        top5=float((topk == y[:, None]).any(axis=1).mean()),
+        per_class=per_class,
+        confusion=confusion,
+    )
+
+
+def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int = 0,
+             splits: np.ndarray | None = None) -> Metrics:
+    features.require_complete()
+    if classifier.classes != features.classes:
+        raise FeatkitError(
+            f"{classifier.source} predicts {len(classifier.classes)} other classes than the "
+            f"{len(features.classes)} of {features.path}; evaluate an SVM trained on these features"
+        )
+    rows = split_rows(features, split, fold, splits)
+    scores = classifier.decision_function(features.gap[rows])
+    return score(scores, targets(features, rows), classifier.classes, multilabel(features))
+
+
+@dataclass
+class ProtocolResult:
+    """One metric over the folds of a protocol: mean +- std for random draws."""
+
+    metric: str
+    per_fold: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_fold))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.per_fold)) if len(self.per_fold) > 1 else 0.0
+
+    def __str__(self) -> str:
+        pct = 100 * self.mean
+        return f"{pct:.2f} +- {100 * self.std:.2f}" if len(self.per_fold) > 1 else f"{pct:.2f}"
+
+
+def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, splits: np.ndarray | None = None,
+                 **svm_options: Any) -> ProtocolResult:
+    """Train on 'train' and score on 'test' for each fold (all folds of the file by default)."""
+    table = features.splits if splits is None else splits
+    n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
+    values = []
+    for fold in range(n_folds):
+        svm, _ = train_svm(features, fold=fold, splits=table, **svm_options)
+        classifier = LinearClassifier.from_estimator(svm, features.classes)
+        values.append(evaluate(classifier, features, "test", fold, table).value(metric))
+        log.info("fold %d: %s %.4f", fold, metric, values[-1])
+    return ProtocolResult(metric, values)

@@ -1,0 +1,130 @@
+"""svm.h5: one-vs-all SVM weights with the provenance of the features they were trained on.
+
+svm.h5 holds ``weight`` (C, K), ``bias`` (C), ``classes`` (C), ``C`` and the
+CV curve, and attributes: the solver and its options, the feature
+normalization, the provenance of the features and what the SVM was trained on.
+It is written atomically; :func:`classifier_for` refuses an SVM whose feature
+provenance differs from the features it is applied to.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from featkit import __version__
+from featkit.errors import FeatkitError
+from featkit.features.schema import MATCH_KEYS
+from featkit.features.store import FeatureFile
+from featkit.linear.classifier import LinearClassifier
+from featkit.linear.svm import OneVsAllLinearSVM
+
+SVM_SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], features: FeatureFile,
+             trained_on: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write svm.h5 atomically (temp file + rename): an existing file is replaced only on success."""
+    path = Path(path)
+    if path.is_dir():
+        raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'svm.h5'}")
+    if path.exists() and not overwrite:
+        raise FeatkitError(f"{path} already exists; choose another output or pass overwrite=True to replace it")
+    if path.exists() and path.resolve() == features.path.resolve():
+        raise FeatkitError(f"output {path} is the features file itself; choose another output name")
+    if not path.parent.exists():
+        raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    fa = features.attrs
+    fd, tmp = tempfile.mkstemp(prefix=".svm-", suffix=".h5", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("weight", data=np.asarray(svm.coef_, dtype=np.float64))
+            h5.create_dataset("bias", data=np.asarray(svm.intercept_, dtype=np.float64))
+            h5.create_dataset("classes", data=np.array(classes, dtype=object), dtype=_STR)
+            h5.create_dataset("C", data=np.asarray(svm.C_, dtype=np.float64))
+            if getattr(svm, "C_grid_", None) is not None:
+                h5.create_dataset("cv/C_grid", data=svm.C_grid_)
+                h5.create_dataset("cv/scores", data=svm.cv_scores_)
+            a = h5.attrs
+            a["featkit_version"] = __version__
+            a["schema_version"] = SVM_SCHEMA_VERSION
+            a["kind"] = "one-vs-all linear SVM"
+            a["solver"] = "liblinear -s 2 (L2-regularized L2-loss SVC, primal) -B 1"
+            a["C_mode"] = "auto (cross-validation)" if svm.C == "auto" else "fixed"
+            a["per_class_C"] = bool(svm.per_class_C)
+            a["cv_folds"] = int(svm.cv)
+            a["tol"] = float(svm.tol)
+            a["random_state"] = int(svm.random_state)
+            a["normalize"] = svm.normalize
+            a["multilabel"] = bool(svm.multilabel)
+            a["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+            for key in (*MATCH_KEYS, "input_size", "dataset", "schema_version", "precision"):
+                value = fa.get(key)
+                if value is not None:
+                    a[f"features_{key}"] = value
+            a["features_file"] = str(features.path.resolve())
+            for key, value in trained_on.items():
+                a[f"trained_{key}"] = value
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_svm(path: str | Path) -> LinearClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise FeatkitError(f"SVM file {path} does not exist; train one with svm-train")
+    try:
+        with h5py.File(path, "r") as h5:
+            if "weight" not in h5 or h5.attrs.get("kind") != "one-vs-all linear SVM":
+                raise FeatkitError(f"{path} is not a featkit svm.h5 (no SVM weights); use svm-train")
+            attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
+            return LinearClassifier(h5["weight"][:], h5["bias"][:], list(h5["classes"].asstr()[:]),
+                                    str(attrs["normalize"]), str(path), "svm", attrs)
+    except OSError as exc:
+        raise FeatkitError(f"{path} is not a readable HDF5 file ({exc})") from exc
+
+
+def check_matches(classifier: LinearClassifier, features: FeatureFile, *, need_same_classes: bool = True) -> None:
+    """Refuse (one line) to apply weights to features of another backbone, layer, pooling or class list."""
+    fa = features.attrs
+    for key in MATCH_KEYS:
+        have = classifier.attrs.get(f"features_{key}")
+        want = fa.get(key)
+        if have is not None and want is not None and np.asarray(have).tolist() != np.asarray(want).tolist():
+            raise FeatkitError(
+                f"{classifier.source} was trained on other features ({key}: {have} there, {want} in "
+                f"{features.path}); train an SVM on these features (svm-train)"
+            )
+    if classifier.weight.shape[1] != int(fa.get("channels") or classifier.weight.shape[1]):
+        raise FeatkitError(
+            f"{classifier.source} has {classifier.weight.shape[1]} weights per class but {features.path} has "
+            f"{fa.get('channels')} channels; train an SVM on these features"
+        )
+    if need_same_classes and not classifier.is_head and classifier.classes != features.classes:
+        raise FeatkitError(
+            f"{classifier.source} has another class list than {features.path} "
+            f"({len(classifier.classes)} vs {len(features.classes)} classes); train an SVM on these features"
+        )
+
+
+def classifier_for(features: FeatureFile, svm_path: str | Path | None) -> LinearClassifier:
+    """The SVM at ``svm_path`` checked against ``features``, or the backbone head when None."""
+    if svm_path is None or str(svm_path) == "head":
+        head = features.head()
+        if head is None:
+            raise FeatkitError(f"{features.path} has no backbone head; pass an svm.h5 from svm-train")
+        return LinearClassifier.from_head(head, features.attrs)
+    classifier = load_svm(svm_path)
+    check_matches(classifier, features)
+    return classifier

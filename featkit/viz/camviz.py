@@ -1,0 +1,179 @@
+"""Pictures of SVM-weighted CAMs for ``featkit cam``: overlays, top-5 strips, a gallery, raw maps.
+
+Each picture is drawn on the ORIGINAL image (read from the dataset root), with
+the CAM upsampled to it, the paper's box in red and the ground-truth boxes in
+green. Raw maps are saved at map resolution (h, w) with their class indices:
+they are what the box code needs, and a few KB per image instead of a full
+image's worth.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from featkit.cam.boxer import CamBoxer, single_threaded_torch
+from featkit.cam.maps import CamOptions
+from featkit.errors import FeatkitError
+from featkit.features.mapsource import MapSource, dataset_root
+from featkit.features.store import FeatureFile
+from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
+from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, write_gallery
+
+MODES: tuple[str, ...] = ("gt", "top1", "top5")
+"""Which CAMs to draw; any other value of ``which`` is taken as a class name."""
+SAVE_RAW: tuple[str, ...] = ("none", "npy", "h5")
+
+
+def _image_paths(features: FeatureFile, rows: np.ndarray, root: str | Path | None) -> list[Path]:
+    """Original image files of ``rows``, all checked before any work starts."""
+    base = dataset_root(features, root)
+    if base is None:
+        raise FeatkitError(
+            f"the images of {features.path} are not at its recorded dataset root "
+            f"{features.attrs.get('dataset_root')!s}; pass root=DATASET_ROOT"
+        )
+    paths = features.paths
+    files = [base / paths[int(r)] for r in rows]
+    for file in files:
+        if not file.is_file():
+            raise FeatkitError(f"image {file} not found; pass root=DATASET_ROOT pointing at the dataset folder")
+    return files
+
+
+def _class_columns(
+    which: str, features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray, top: np.ndarray
+) -> np.ndarray:
+    """Classifier rows to draw per image: (n, 1) or (n, T) for top-5."""
+    if which == "top5":
+        return top
+    if which == "top1":
+        return top[:, :1]
+    if which == "gt":
+        labels = features.labels[rows]
+        if (labels < 0).any():
+            raise FeatkitError(f"some selected images of {features.path} have no label; use which='top1' instead of 'gt'")
+        return classifier.class_mapping(features)[labels][:, None]
+    return np.full((len(rows), 1), classifier.class_index(which), dtype=np.int64)
+
+
+def _file_stem(row: int, path: str) -> str:
+    """Row number plus the image's name, safe for any file system."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem)[:60]
+    return f"{row:06d}_{name}"
+
+
+def render_cams(
+    features: FeatureFile,
+    classifier: LinearClassifier,
+    rows: Sequence[int] | np.ndarray,
+    out_dir: str | Path,
+    *,
+    which: str = "gt",
+    cam_options: CamOptions = CamOptions(),
+    root: str | Path | None = None,
+    save_raw: str = "none",
+    batch: int = 32,
+    alpha: float = 0.5,
+    device: str = "auto",
+) -> Path:
+    """Draw CAMs of ``rows`` into ``out_dir`` (PNG per image + index.html); returns the page.
+
+    ``which``: "gt" (the true class), "top1", "top5" (a strip of the five
+    best classes, paper Fig. 4) or a class name of the classifier. ``save_raw``
+    "npy" writes ``cams.npy`` (n, T, h, w) with ``cams_classes.npy`` (n, T) and
+    ``cams_rows.npy`` (n); "h5" writes the same into ``cams.h5`` with names.
+    """
+    if save_raw not in SAVE_RAW:
+        raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
+    if which not in MODES:
+        classifier.class_index(which)  # a clear error for unknown names before any work
+    idx = features.check_rows(rows)
+    files = _image_paths(features, idx, root)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FeatkitError(f"output {out} is a file; give a folder for the pictures")
+    out.mkdir(parents=True, exist_ok=True)
+
+    source = MapSource.of(features, root, device=device)
+    boxer = CamBoxer(classifier.weight, cam_options)
+    scores = classifier.decision_function(features.gap[idx])
+    top = top_classes(scores, TOP_K)
+    columns = _class_columns(which, features, classifier, idx, top)
+    position = {int(r): i for i, r in enumerate(idx)}
+    all_boxes = features.boxes_of()
+    paths, labels, names = features.paths, features.labels, classifier.classes
+
+    entries: list[GalleryEntry] = []
+    raw_cams: list[np.ndarray] = []
+    for chunk, maps in source.batches(idx, batch):
+        pos = np.array([position[int(r)] for r in chunk])
+        cams = boxer.cams(maps, columns[pos])  # (n, T, h, w)
+        if save_raw != "none":
+            raw_cams.append(cams)
+        with single_threaded_torch():
+            for j, row in enumerate(chunk):
+                i = int(pos[j])
+                truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
+                titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
+                picture = _picture(boxer, _open(files[i]), cams[j], titles, f"true: {truth}", all_boxes[row],
+                                   which == "top5", alpha)
+                target = out / f"{_file_stem(int(row), paths[row])}.png"
+                picture.save(target)
+                entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
+
+    if save_raw != "none":
+        _save_raw(out, save_raw, np.concatenate(raw_cams), columns, idx, names, [paths[int(r)] for r in idx])
+    title = f"CAMs ({which}) of {features.path.name}, weights {classifier.source}"
+    return write_gallery(out / "index.html", entries, title)
+
+
+def _picture(
+    boxer: CamBoxer,
+    image: Image.Image,
+    cams: np.ndarray,
+    titles: list[str],
+    image_title: str,
+    gt_boxes: np.ndarray,
+    strip: bool,
+    alpha: float,
+) -> Image.Image:
+    """One image's (T, h, w) CAMs drawn on it: a single overlay, or a strip for several classes."""
+    up = boxer.upsample(cams, image.size)
+    shown = boxer.display(up)
+    boxes = [boxer.box(cam) for cam in up]
+    if strip:
+        return cam_strip(image, list(shown), titles, boxes, image_title=image_title, alpha=alpha)
+    return overlay_figure(image, shown[0], boxes[0], [tuple(b) for b in gt_boxes], titles[0], alpha)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FeatkitError(f"cannot read image {path} ({exc}); check root=DATASET_ROOT") from exc
+
+
+def _save_raw(out: Path, kind: str, cams: np.ndarray, columns: np.ndarray, rows: np.ndarray,
+              names: list[str], paths: list[str]) -> None:
+    """Map-resolution CAMs with the classes and rows they belong to."""
+    cams = cams.astype(np.float32, copy=False)
+    if kind == "npy":
+        np.save(out / "cams.npy", cams)
+        np.save(out / "cams_classes.npy", columns.astype(np.int64))
+        np.save(out / "cams_rows.npy", rows.astype(np.int64))
+        return
+    text = h5py.string_dtype("utf-8")
+    with h5py.File(out / "cams.h5", "w") as h5:
+        h5.create_dataset("cams", data=cams, compression="gzip", compression_opts=1)
+        h5.create_dataset("classes", data=columns.astype(np.int64))
+        h5.create_dataset("rows", data=rows.astype(np.int64))
+        h5.create_dataset("class_names", data=np.array(names, dtype=object), dtype=text)
+        h5.create_dataset("paths", data=np.array(paths, dtype=object), dtype=text)
+        h5.attrs["layout"] = "cams (n, T, h, w) float32 = sum_k w_k^c f_k at map resolution; classes (n, T)"
