@@ -89,6 +89,7 @@ def convert_caffe(
             raise FeatkitError(f"{deploy.name} is not one of the released CAM models ({', '.join(CAFFE_MODELS)}); "
                                "pass -o FILE.pth")
         output = default_converted_path(name)
+    mean_bgr, mean_source = _mean(mean, mean_file, prototxt_mean)
     net = CaffeNet(spec)
     gap = find_gap(net)
     blobs = read_caffemodel(weights)
@@ -97,7 +98,6 @@ def convert_caffe(
     if unused:
         log.info("%s: ignoring %d layers the deploy net does not have (%s)", weights.name, len(unused),
                  ", ".join(unused[:5]))
-    mean_bgr, mean_source = _mean(mean, mean_file, prototxt_mean)
     source = {"deploy": str(deploy.resolve()), "deploy_sha256": sha256_of(deploy),
               "weights": str(weights.resolve()), "weights_sha256": sha256_of(weights)}
     path = Path(output)

@@ -72,8 +72,11 @@ def save_converted(path: Path, model: ConvertedModel) -> None:
         "state_dict": model.state_dict,
     }
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    try:
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_converted(path: str | Path) -> ConvertedModel:
