@@ -425,6 +425,16 @@ def test_backbone_does_caffe_preprocessing_and_gap_head(tiny: tuple[Path, Path, 
     np.testing.assert_allclose(scores, reference["CAM_fc"], rtol=1e-4, atol=1e-4)
 
 
+def test_fields_outside_featkits_schema_are_skipped_with_a_warning(
+    tiny: tuple[Path, Path, Blobs], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deploy, weights, _ = tiny
+    forked = tmp_path / "forked.prototxt"
+    forked.write_text(TINY.replace("kernel_size: 1 group: 2 }", "kernel_size: 1 group: 2 fuse_type: FUSED_CONV_RELU }"))
+    result = convert_caffe(forked, weights, tmp_path / "f.pth")
+    assert result.layers == 17 and "skipping fields featkit does not model" in caplog.text and "fuse_type" in caplog.text
+
+
 def test_mean_from_a_caffe_mean_file(tiny: tuple[Path, Path, Blobs], tmp_path: Path) -> None:
     deploy, weights, _ = tiny
     image = np.stack([np.full((4, 4), 100.0), np.full((4, 4), 110.0), np.arange(16.0).reshape(4, 4) + 112.5])
