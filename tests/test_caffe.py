@@ -428,7 +428,7 @@ def test_backbone_does_caffe_preprocessing_and_gap_head(tiny: tuple[Path, Path, 
 def test_fields_outside_featkits_schema_are_skipped_with_a_warning(
     tiny: tuple[Path, Path, Blobs], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    deploy, weights, _ = tiny
+    _, weights, _ = tiny
     forked = tmp_path / "forked.prototxt"
     forked.write_text(TINY.replace("kernel_size: 1 group: 2 }", "kernel_size: 1 group: 2 fuse_type: FUSED_CONV_RELU }"))
     result = convert_caffe(forked, weights, tmp_path / "f.pth")
