@@ -15,13 +15,15 @@ from featkit.data.images import normalize_batch
 from featkit.errors import FeatkitError
 from featkit.features.extractor import imagenet_classes
 from featkit.models import (
+    CAFFE_MODELS,
     RANDOM,
-    GoogLeNetGAP,
+    CaffeNet,
     backbone_names,
     get_backbone_spec,
     load_backbone,
     register_backbone,
 )
+from featkit.models.caffe.model import ConvertedModel, save_converted
 
 REQUIRED = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet", "resnet18", "resnet50",
             "densenet121", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "vgg16", "googlenet_gap"]
@@ -84,24 +86,38 @@ def test_larger_input_raises_map_resolution() -> None:
         assert model.forward_features(torch.zeros(1, 3, 448, 448)).shape[-2:] == (14, 14)
 
 
-def test_googlenet_gap_loads_a_state_dict(tmp_path: Path) -> None:
+def test_googlenet_gap_loads_a_converted_caffe_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = GoogLeNetGAP(num_classes=7).eval()
+    net = CaffeNet(CAFFE_MODELS["googlenet_gap"].architecture()).eval()
     file = tmp_path / "gap.pth"
-    torch.save({"state_dict": net.state_dict()}, file)
+    save_converted(file, ConvertedModel("googlenet_gap", net.spec, (104.0, 117.0, 123.0), "test", {}, net.state_dict()))
     spec, model, info = load_backbone("googlenet_gap", str(file))
-    x = torch.randn(2, 3, 224, 224)
+    assert (spec.mean, spec.std) == ((0.0,) * 3, (1.0,) * 3)  # the module does Caffe's BGR, 0-255, mean itself
+    x = torch.rand(2, 3, 224, 224)
+    caffe_input = x.flip(1) * 255 - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
     with torch.inference_mode():
         maps = model.forward_features(x)
         assert maps.shape == (2, 1024, 14, 14)
-        torch.testing.assert_close(maps, net.forward_features(x))
-        assert model(x).shape == (2, 7)
-    assert info.identifier == str(file.resolve())
+        steps = range(len(net.spec.layers) - 3)  # everything before CAM_pool
+        torch.testing.assert_close(maps, net.run(caffe_input, steps, "CAM_conv"))
+        scores = model(x)
+        assert scores.shape == (2, 1000)  # the head is CAM_fc on the global average of the maps
+        torch.testing.assert_close(scores, net.run(caffe_input, range(len(net.spec.layers) - 1), "CAM_fc"))
+    assert info.identifier == str(file.resolve()) and len(info.sha256) == 64
 
 
-def test_googlenet_gap_without_weights_says_how() -> None:
-    with pytest.raises(FeatkitError, match="weights=PATH"):
+def test_googlenet_gap_without_weights_says_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert not get_backbone_spec("googlenet_gap").default_weights_available()
+    with pytest.raises(FeatkitError, match="featkit convert caffe deploy_googlenetCAM.prototxt .*weights=PATH"):
         load_backbone("googlenet_gap")
+
+
+def test_googlenet_gap_refuses_a_plain_state_dict(tmp_path: Path) -> None:
+    file = tmp_path / "plain.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, file)
+    with pytest.raises(FeatkitError, match="not a converted Caffe model.*featkit convert caffe"):
+        load_backbone("googlenet_gap", str(file))
 
 
 def test_weights_for_another_network_are_refused(tmp_path: Path) -> None:

@@ -39,6 +39,9 @@ KEYWORD_FLAGS: dict[str, str] = {
     "normalization": "--normalization",
     "cam_weights": "--cam-weights",
     "C": "--C",
+    "name": "--name",
+    "mean": "--mean",
+    "mean_file": "--mean-file",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

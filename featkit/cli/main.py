@@ -275,6 +275,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from featkit.models.caffe import convert_caffe
+
+    try:
+        mean = [float(v) for v in args.mean.split(",")] if args.mean else None
+    except ValueError:
+        raise FeatkitError(f"--mean takes B,G,R numbers (0-255), got {args.mean!r}") from None
+    r = convert_caffe(args.deploy, args.weights, args.output, args.name, mean, args.mean_file)
+    what = r.name or "not a registered backbone (load it with featkit.models.caffe.load_converted)"
+    print(f"wrote {r.path}: {r.net_name}, {r.layers} layers, {r.parameters / 1e6:.1f}M parameters -> {what}")
+    print(f"  CAM maps '{r.feature_blob}': {r.channels} x {r.map_size[0]}x{r.map_size[1]} at {r.input_size[0]} px; "
+          f"mean (B, G, R) {tuple(round(v, 3) for v in r.mean_bgr)} from {r.mean_source}")
+    if r.name:
+        print(f"  use: featkit extract ROOT --dataset NAME -o OUT.h5 --model {r.name}"
+              + ("" if args.output is None else f" --weights {r.path}"))
+    return 0
+
+
 def _cmd_svm_train(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import save_svm, train_svm
@@ -395,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--top", type=int, default=5, help="classes per photo (default 5)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("convert", help="convert the authors' Caffe CAM models to featkit files (no Caffe needed)")
+    formats = p.add_subparsers(dest="format", required=True, parser_class=_Parser, metavar="FORMAT")
+    c = formats.add_parser("caffe", help="deploy .prototxt + .caffemodel -> .pth that --model NAME --weights loads")
+    c.add_argument("deploy", help="deploy prototxt (text), e.g. deploy_googlenetCAM.prototxt")
+    c.add_argument("weights", help="trained weights (binary .caffemodel)")
+    c.add_argument("-o", "--output", default=None,
+                   help="file to write (default: where --model NAME finds it without --weights)")
+    c.add_argument("--name", default=None,
+                   help="backbone it is for: googlenet_gap, vgg16_gap, alexnet_gap, ... (default: recognised)")
+    c.add_argument("--mean", default=None, metavar="B,G,R", help="per-channel mean, 0-255 (default: 104,117,123)")
+    c.add_argument("--mean-file", default=None, help="Caffe mean image (.binaryproto), averaged per channel")
+    c.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("svm-train", help="one-vs-all linear SVMs (LIBLINEAR) on stored GAP features -> svm.h5")
     p.add_argument("features")

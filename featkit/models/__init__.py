@@ -2,7 +2,8 @@
 
 from featkit.models import builders as _builders  # noqa: F401  (registers the backbones)
 from featkit.models import tiny as _tiny  # noqa: F401  (registers the tiny test backbone)
-from featkit.models.builders import RANDOM, GoogLeNetGAP
+from featkit.models.builders import RANDOM
+from featkit.models.caffe import CAFFE_MODELS, CaffeNet, load_converted
 from featkit.models.efficientnet_lite import EfficientNetLite
 from featkit.models.registry import (
     Backbone,
@@ -17,15 +18,17 @@ from featkit.models.registry import (
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 __all__ = [
+    "CAFFE_MODELS",
     "DEFAULT_BACKBONE",
     "RANDOM",
     "Backbone",
     "BackboneSpec",
+    "CaffeNet",
     "EfficientNetLite",
-    "GoogLeNetGAP",
     "WeightsInfo",
     "backbone_names",
     "get_backbone_spec",
     "load_backbone",
+    "load_converted",
     "register_backbone",
 ]

@@ -1,4 +1,4 @@
-"""The registered backbones: EfficientNet-Lite (default), torchvision classifiers, GoogLeNet-GAP."""
+"""The registered backbones: EfficientNet-Lite (default), torchvision classifiers, the paper's Caffe CAM nets."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ import torchvision
 from torch import nn
 
 from featkit.errors import FeatkitError
+from featkit.models.caffe import (
+    CAFFE_MODELS,
+    backbone_from_file,
+    convert_hint,
+    default_converted_path,
+    random_backbone,
+)
 from featkit.models.efficientnet_lite import LITE_PARAMS, EfficientNetLite
 from featkit.models.registry import Backbone, BackboneSpec, WeightsInfo, register_backbone
 from featkit.models.weights import hub_cached_or_download, load_into, read_state_dict, sha256_of
@@ -66,7 +73,7 @@ def _build_lite(index: int) -> Callable[[str | None], tuple[Backbone, WeightsInf
 class _ForwardFeatures(nn.Module):
     """Body of a network that has ``forward_features`` (its own classifier stays out)."""
 
-    def __init__(self, net: EfficientNetLite | GoogLeNetGAP) -> None:
+    def __init__(self, net: EfficientNetLite) -> None:
         super().__init__()
         self.net = net
 
@@ -210,57 +217,47 @@ for _arch, (_k, _stride, _layer) in _TORCHVISION.items():
         )
     )
 
-# ---------------------------------------------------------------- GoogLeNet-GAP (the paper's)
+# ---------------------------------------------------------------- the paper's own networks (Caffe)
 
 
-class GoogLeNetGAP(nn.Module):
-    """Zhou et al.'s GoogLeNet-GAP: GoogLeNet to inception4e, conv 3x3 1024, GAP, linear.
+def _build_caffe(name: str) -> Callable[[str | None], tuple[Backbone, WeightsInfo]]:
+    """A released CAM model: from its converted .pth (--weights, or the default place), or random."""
 
-    14x14 maps at 224 px (stride 16). The layers after inception4e are removed,
-    so the body is torchvision's GoogLeNet up to ``inception4e`` (832 channels).
-    """
+    def build(weights: str | None) -> tuple[Backbone, WeightsInfo]:
+        if weights == RANDOM:
+            return random_backbone(name), WeightsInfo(RANDOM, "")
+        if weights is None:
+            file = default_converted_path(name)
+            if not file.is_file():
+                info = CAFFE_MODELS[name]
+                raise FeatkitError(
+                    f"{name} runs the authors' Caffe model: get {info.deploy} (github.com/zhoubolei/CAM, models/) "
+                    f"and {info.weights_url}, then run {convert_hint(name)} (writes {file}), or pass weights=PATH"
+                )
+            return backbone_from_file(name, file)
+        return backbone_from_file(name, weights)
 
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        googlenet = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
-        self.trunk = _Sequence(googlenet, _googlenet_body(googlenet, "inception4e"))
-        for unused in ("maxpool4", "inception5a", "inception5b", "avgpool", "dropout", "fc"):
-            delattr(googlenet, unused)
-        self.cam_conv = nn.Conv2d(832, 1024, kernel_size=3, padding=1)
-        self.fc = nn.Linear(1024, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.cam_conv(self.trunk(x)))
+    return build
 
 
-def _build_googlenet_gap(weights: str | None) -> tuple[Backbone, WeightsInfo]:
-    if weights is None:
-        raise FeatkitError(
-            "googlenet_gap has no public PyTorch weights to download; pass weights=PATH "
-            "(a state dict of featkit.models.GoogLeNetGAP: trunk.model.*, cam_conv.*, fc.*)"
+def _converted_present(name: str) -> Callable[[], bool]:
+    return lambda: default_converted_path(name).is_file()
+
+
+for _info in CAFFE_MODELS.values():
+    register_backbone(
+        BackboneSpec(
+            name=_info.name,
+            channels=_info.channels,
+            stride=16,
+            input_size=_info.input_size,
+            feature_layer=_info.feature_layer,
+            weights_source=f"{_info.title} via `featkit convert caffe` -> {default_converted_path(_info.name)}",
+            build=_build_caffe(_info.name),
+            default_weights_available=_converted_present(_info.name),
+            # the converted module itself does RGB -> BGR, x255 and the Caffe mean subtraction
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            head=_info.head,
         )
-    if weights == RANDOM:
-        net = GoogLeNetGAP()
-        info = WeightsInfo(RANDOM, "")
-    else:
-        state, info = read_state_dict(weights)
-        classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
-        net = GoogLeNetGAP(num_classes=classes)
-        load_into(net, state, weights)
-    body = _ForwardFeatures(net)
-    return Backbone(body, net.fc), info
-
-
-register_backbone(
-    BackboneSpec(
-        name="googlenet_gap",
-        channels=1024,
-        stride=16,
-        input_size=224,
-        feature_layer="cam_conv (3x3, 1024, ReLU) after inception4e",
-        weights_source="your own state dict (--weights PATH); none is downloadable",
-        build=_build_googlenet_gap,
-        default_weights_available=lambda: False,
-        head="from the state dict",
     )
-)
