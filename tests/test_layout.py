@@ -77,3 +77,22 @@ def test_the_library_never_names_a_cli_flag() -> None:
 ])
 def test_cli_translates_keywords_to_flags(library: str, cli: str) -> None:
     assert to_flags(library) == cli
+
+
+def test_ci_minimums_are_the_declared_minimums() -> None:
+    """.ci/run tests the lowest allowed versions from .ci/minimums.txt: it must pin exactly pyproject's floors."""
+    import tomllib
+
+    root = PACKAGE.parent
+    declared = {}
+    for requirement in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]:
+        match = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement)
+        assert match, f"dependency without a floor: {requirement}"
+        declared[match.group(1).lower()] = match.group(2)
+    pinned = {}
+    for line in (root / ".ci" / "minimums.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[name.strip().lower()] = version.strip()
+    floors = {name: version for name, version in declared.items() if name not in ("torch", "torchvision")}
+    assert pinned == floors

@@ -31,7 +31,7 @@ def load_mat(path: Path) -> dict[str, np.ndarray]:
         return scipy.io.loadmat(str(path))
     except NotImplementedError as exc:  # MATLAB v7.3 (HDF5) files
         raise FeatkitError(f"{path}: MATLAB v7.3 file; re-save it as v7 (save -v7) so scipy can read it") from exc
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError) as exc:
+    except (scipy.io.matlab.MatReadError, ValueError, TypeError, IndexError, OSError) as exc:  # IndexError: scipy < 1.11
         raise FeatkitError(f"{path}: not a readable .mat file ({exc})") from exc
 
 
