@@ -76,6 +76,19 @@ def test_localize_reports_the_paper_numbers(cub_features: Path, cub_svm: Path, t
 
 
 @pytest.mark.slow
+def test_localize_wsol_protocol(cub_features: Path, cub_svm: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "wsol"
+    assert main(["localize", str(cub_features), str(cub_svm), "--protocol", "wsol", "-o", str(out)]) == 0
+    assert "wsolevaluation protocol" in capsys.readouterr().out
+    summary = json.loads((out / "localization.json").read_text())["summary"]
+    assert summary["sweep_protocol"] == "wsol" and summary["sweep_cam_curve_interval"] == 0.01
+    assert 0.38 <= summary["max_box_acc"] <= summary["max_box_acc_v2"] <= 0.7
+    assert main(["localize", str(cub_features), str(cub_svm), "--cam-curve-interval", "0.001"]) == 2
+    assert "--cam-curve-interval applies to --protocol wsol only" in _err(capsys)
+
+
+@pytest.mark.slow
 def test_units_ranks_by_the_svm_weight(cub_features: Path, cub_svm: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "units"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PIL import Image
 from featkit.cam.boxes import max_box_acc
 from featkit.cam.localization import _merge_sweeps, localize
 from featkit.cam.maps import CamOptions
+from featkit.cam.wsol import wsol_max_box_acc
 from featkit.data import open_dataset
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
@@ -137,6 +139,40 @@ def test_batched_sweep_equals_one_sweep() -> None:
     np.testing.assert_allclose(merged.curves_any, whole.curves_any)
     assert (merged.max_box_acc, merged.best_threshold, merged.n_images) == (whole.max_box_acc, whole.best_threshold, 9)
     assert merged.max_box_acc_v2 == pytest.approx(whole.max_box_acc_v2)
+
+
+def test_wsol_protocol_scores_the_raw_true_class_maps(tmp_path: Path) -> None:
+    with FeatureFile(write_synthetic(tmp_path)) as features:
+        default = localize(features, identity_classifier(), ALL_ROWS, cam_options=NEAREST,
+                           sweep_thresholds=FAST_SWEEP)
+        report = localize(features, identity_classifier(), ALL_ROWS, cam_options=NEAREST, batch=2,
+                          protocol="wsol", cam_curve_interval=0.05)
+    s = report.summary
+    assert s["sweep_protocol"] == "wsol" and s["sweep_cam_curve_interval"] == 0.05 and s["sweep_frame"] == 224
+    assert default.summary["sweep_protocol"] == "featkit" and "sweep_frame" not in default.summary
+    # The protocol changes the sweep only: the paper's numbers are those of the default run.
+    for key in ("gt_known_loc", "top1_loc", "top5_loc", "mean_iou", "center_baseline"):
+        assert s[key] == default.summary[key]
+    # The same numbers as the evaluator run directly on the true class's raw 4 x 4 maps.
+    scored = [i for i, (_, gt, _) in enumerate(IMAGES) if gt]
+    direct = wsol_max_box_acc([synthetic_maps()[i, IMAGES[i][0]] for i in scored], [IMAGES[i][1] for i in scored],
+                              [(SIDE, SIDE)] * len(scored), cam_curve_interval=0.05)
+    assert report.curves is not None and report.curves.protocol == "wsol"
+    np.testing.assert_array_equal(report.curves.curves_any, direct.curves_any)
+    np.testing.assert_array_equal(report.curves.curves_largest, direct.curves_largest)
+    assert (s["max_box_acc"], s["max_box_acc_v2"]) == (direct.max_box_acc, direct.max_box_acc_v2)
+    assert s["max_box_acc"] == 1.0  # block maps: some threshold boxes every lit block within IoU 0.5
+    assert "wsolevaluation protocol" in report.to_markdown() and "featkit protocol" in default.to_markdown()
+
+
+def test_protocol_arguments_are_checked(tmp_path: Path) -> None:
+    with FeatureFile(write_synthetic(tmp_path)) as features:
+        for kwargs, message in (({"protocol": "choe"}, "unknown sweep protocol 'choe'"),
+                                ({"protocol": "wsol", "sweep": False}, "keep sweep=True"),
+                                ({"cam_curve_interval": 0.001}, "applies to protocol='wsol' only"),
+                                ({"protocol": "wsol", "cam_curve_interval": 1.5}, "cam_curve_interval must be")):
+            with pytest.raises(FeatkitError, match=re.escape(message)):
+                localize(features, identity_classifier(), ALL_ROWS, **kwargs)
 
 
 def test_bilinear_boxes_still_hit(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ from featkit.cam.boxer import CamBoxer
 from featkit.cam.boxes import box_from_cam, iou, localization_accuracy, max_box_acc
 from featkit.cam.localization import LocalizationReport, localize
 from featkit.cam.maps import CamOptions, class_activation_maps, normalize_cam, upsample
+from featkit.cam.wsol import WsolBoxEvaluator, wsol_max_box_acc
 
 __all__ = [
     "CamBoxer",
     "CamOptions",
     "LocalizationReport",
+    "WsolBoxEvaluator",
     "box_from_cam",
     "class_activation_maps",
     "iou",
@@ -17,4 +19,5 @@ __all__ = [
     "max_box_acc",
     "normalize_cam",
     "upsample",
+    "wsol_max_box_acc",
 ]

@@ -14,6 +14,9 @@ Three box generators live here:
   (MaxBoxAcc and MaxBoxAccV2);
 * :func:`multi_threshold_boxes`: a port of the authors' released ILSVRC box
   generator (``bboxgenerator/dt_box.cpp`` in the CAM repository).
+
+The same sweep as wsolevaluation computes it (OpenCV contours in a 224 px
+frame) lives in :mod:`featkit.cam.wsol`.
 """
 
 from __future__ import annotations
@@ -263,6 +266,8 @@ class BoxAccuracy:
     """The CAM threshold that attains the best accuracy, per IoU threshold."""
     n_images: int
     normalization: str
+    protocol: str = "featkit"
+    """'featkit' (:func:`max_box_acc`) or 'wsol' (wsolevaluation's evaluator, :mod:`featkit.cam.wsol`)."""
 
     def summary(self) -> dict[str, float | int | str | list[float]]:
         """JSON-ready numbers (curves left out)."""
@@ -274,6 +279,7 @@ class BoxAccuracy:
             "iou_thresholds": list(self.iou_thresholds),
             "n_images": self.n_images,
             "normalization": self.normalization,
+            "protocol": self.protocol,
         }
 
 
@@ -296,6 +302,9 @@ def max_box_acc(
     the reference code (OpenCV contours): components are pixel-connected
     regions, the largest is the one with most pixels (not contour polygon
     area), holes give no boxes, and boxes use continuous corners (no +1).
+    :mod:`featkit.cam.wsol` follows the reference step by step instead (224 px
+    bicubic frame, 8-bit map, contours, ``+1`` IoU) for numbers comparable to
+    published WSOL tables.
     """
     n_images = len(cams_norm_list)
     if n_images == 0:
@@ -324,6 +333,25 @@ def max_box_acc(
         any_iou = iou_matrix(np.concatenate(every), image_gt).max(axis=1)
         np.maximum.at(best_iou_any[image_index], threshold_of_box, any_iou)
 
+    return box_accuracy_from_ious(best_iou_largest, best_iou_any, sweep, iou_thrs, normalization)
+
+
+def box_accuracy_from_ious(
+    best_iou_largest: np.ndarray,
+    best_iou_any: np.ndarray,
+    thresholds: np.ndarray,
+    iou_thrs: Sequence[float],
+    normalization: str,
+    protocol: str = "featkit",
+) -> BoxAccuracy:
+    """The sweep's curves and maxima from each image's best IoU (n_images, T) at every CAM threshold.
+
+    ``best_iou_largest`` scores the largest component's box, ``best_iou_any``
+    the best of all boxes. Both protocols (featkit's and wsolevaluation's,
+    :mod:`featkit.cam.wsol`) end here, so a hit is ``IoU >= level`` in both and
+    the best threshold is the first one attaining the maximum.
+    """
+    sweep = np.asarray(thresholds, dtype=np.float64)
     iou_levels = tuple(float(level) for level in iou_thrs)
     levels = np.asarray(iou_levels)[:, None, None]
     curves_largest = (best_iou_largest[None] >= levels).mean(axis=1)
@@ -340,8 +368,9 @@ def max_box_acc(
         best_threshold=float(sweep[best_index]),
         max_box_acc_v2=float(curves_any.max(axis=1).mean()),
         best_thresholds_v2=tuple(float(sweep[i]) for i in best_any),
-        n_images=n_images,
+        n_images=len(best_iou_largest),
         normalization=normalization,
+        protocol=protocol,
     )
 
 

@@ -18,6 +18,16 @@ Metrics (IoU >= 0.5 with ANY ground-truth box of the image):
   thresholds on the same GT-known CAMs, and the authors' released
   multi-threshold box heuristic (first and second box).
 
+The sweep runs under one of two protocols (``protocol=``):
+
+* ``"featkit"`` (default): the CAM upsampled bilinearly to the ORIGINAL image,
+  normalised in float, thresholds with ``>=``, 8-connected components,
+  continuous-corner IoU (:func:`~featkit.cam.boxes.max_box_acc`);
+* ``"wsol"``: clovaai/wsolevaluation's evaluator step by step (raw CAM resized
+  bicubically to 224 x 224, min-max, 8-bit, strict ``>``, OpenCV contours with
+  holes, ``+1`` IoU in the 224 frame; :mod:`featkit.cam.wsol`), whose numbers
+  sit next to published WSOL tables.
+
 Conv maps come from a :class:`~featkit.features.mapsource.MapSource` (stored,
 or the backbone run again on the images); every box comes from the one
 :class:`~featkit.cam.boxer.CamBoxer` path.
@@ -46,6 +56,7 @@ from featkit.cam.boxes import (
     multi_threshold_boxes,
 )
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
+from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
@@ -114,9 +125,15 @@ class LocalizationReport:
         if s["top1_cls"] is not None:
             lines.append(f"Classification: top-1 {pct(s['top1_cls'])} %, top-5 {pct(s['top5_cls'])} %.")
         if "max_box_acc" in s:
+            if s.get("sweep_protocol") == "wsol":
+                how = (f"wsolevaluation protocol: CAM resized bicubically to {s['sweep_frame']} x {s['sweep_frame']}, "
+                       f"min-max, 8-bit, OpenCV contours, +1-pixel IoU; cam_curve_interval "
+                       f"{s['sweep_cam_curve_interval']:g}")
+            else:
+                how = f"featkit protocol, {s['sweep_normalization']} normalisation"
             lines.append(
-                f"Threshold sweep ({s['sweep_normalization']} normalisation): MaxBoxAcc {pct(s['max_box_acc'])} % "
-                f"at {s['max_box_acc_threshold']:.2f}, MaxBoxAccV2 {pct(s['max_box_acc_v2'])} % "
+                f"Threshold sweep ({how}): MaxBoxAcc {pct(s['max_box_acc'])} % "
+                f"at {s['max_box_acc_threshold']:g}, MaxBoxAccV2 {pct(s['max_box_acc_v2'])} % "
                 f"(IoU {', '.join(f'{v:g}' for v in SWEEP_IOUS)})."
             )
         if s.get("n_skipped_no_box"):
@@ -286,6 +303,8 @@ def localize(
     iou_threshold: float = 0.5,
     sweep_normalization: str = "minmax",
     sweep_thresholds: Sequence[float] | np.ndarray = DEFAULT_SWEEP,
+    protocol: str = "featkit",
+    cam_curve_interval: float | None = None,
     device: str = "auto",
 ) -> LocalizationReport:
     """Score CAM boxes of ``rows`` against their ground-truth boxes.
@@ -302,6 +321,13 @@ def localize(
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
     None.
+
+    ``protocol`` picks how the sweep scores the scored class's CAM:
+    ``"featkit"`` (default; ``sweep_normalization`` and ``sweep_thresholds``
+    apply) or ``"wsol"``, clovaai/wsolevaluation's evaluator
+    (:mod:`featkit.cam.wsol`; thresholds every ``cam_curve_interval``, 0.01 by
+    default, 0.001 as in its own default). The protocol changes the sweep
+    only; the paper's GT-known/top-1/top-5 numbers are the same under both.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise FeatkitError(f"IoU threshold must be in (0, 1], got {iou_threshold}; the paper uses 0.5")
@@ -309,6 +335,14 @@ def localize(
         raise FeatkitError(
             f"unknown sweep normalization {sweep_normalization!r}; use one of {', '.join(NORMALIZATIONS)}"
         )
+    if protocol not in PROTOCOLS:
+        raise FeatkitError(f"unknown sweep protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if protocol == "wsol" and not sweep:
+        raise FeatkitError("protocol='wsol' scores the threshold sweep, but sweep=False; keep sweep=True")
+    if protocol == "featkit" and cam_curve_interval is not None:
+        raise FeatkitError("cam_curve_interval applies to protocol='wsol' only; add protocol='wsol' or drop it")
+    wsol = WsolBoxEvaluator(0.01 if cam_curve_interval is None else cam_curve_interval, SWEEP_IOUS) \
+        if protocol == "wsol" else None
     idx = features.check_rows(rows)
     agnostic = not classifier.knows_classes_of(features)
     mapping = None if agnostic else classifier.class_mapping(features)
@@ -359,10 +393,12 @@ def localize(
                          "score": float(scores_all[i, top_all[i, 0]]),
                          "top5_classes": [classifier.classes[int(c)] for c in top_all[i]]}
                 per_image.append({**names, **record})
-                if sweep:
+                if wsol is not None:
+                    wsol.accumulate(cams[j][0], gts, size)  # the raw map: the protocol resizes it itself
+                elif sweep:
                     sweep_cams.append(scored_cam)
                     sweep_gts.append(gts)
-            if sweep:
+            if sweep and wsol is None:
                 sweep_parts.append(max_box_acc(sweep_cams, sweep_gts, None, sweep_thresholds, SWEEP_IOUS,
                                                sweep_normalization))
                 sweep_counts.append(len(sweep_cams))
@@ -401,13 +437,17 @@ def localize(
         )
     curves = None
     if sweep:
-        curves = _merge_sweeps(sweep_parts, sweep_counts)
+        curves = wsol.compute() if wsol is not None else _merge_sweeps(sweep_parts, sweep_counts)
         summary.update(
             max_box_acc=curves.max_box_acc,
             max_box_acc_threshold=curves.best_threshold,
             max_box_acc_v2=curves.max_box_acc_v2,
-            sweep_normalization=sweep_normalization,
+            max_box_acc_v2_thresholds=list(curves.best_thresholds_v2),
+            sweep_protocol=protocol,
+            sweep_normalization="minmax" if wsol is not None else sweep_normalization,
         )
+        if wsol is not None:
+            summary.update(sweep_cam_curve_interval=wsol.cam_curve_interval, sweep_frame=wsol.frame)
 
     per_class = []
     group = np.array([r["pred_class"] if agnostic else r["true_class"] for r in per_image], dtype=object)

@@ -42,6 +42,8 @@ KEYWORD_FLAGS: dict[str, str] = {
     "name": "--name",
     "mean": "--mean",
     "mean_file": "--mean-file",
+    "protocol": "--protocol",
+    "cam_curve_interval": "--cam-curve-interval",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

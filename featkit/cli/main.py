@@ -228,7 +228,8 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
         report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
-                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device)
+                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
+                          protocol=args.protocol, cam_curve_interval=args.cam_curve_interval)
     print(report.to_markdown())
     if args.output:
         out = Path(args.output)
@@ -474,6 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     cam_args(p)
     p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
     p.add_argument("--no-sweep", action="store_true", help="skip the MaxBoxAcc threshold sweep")
+    p.add_argument("--protocol", default="featkit", choices=["featkit", "wsol"],
+                   help="how the sweep scores CAMs: featkit (original image, float map; default) or wsol "
+                        "(clovaai/wsolevaluation: 224 px bicubic frame, 8-bit map, contours, +1 IoU)")
+    p.add_argument("--cam-curve-interval", type=float, default=None,
+                   help="threshold step of the wsol sweep (default 0.01; wsolevaluation's own default is 0.001)")
     p.add_argument("--multi-threshold", action="store_true",
                    help="also score the original CAM code's two-box ILSVRC heuristic")
     p.set_defaults(func=_cmd_localize)
