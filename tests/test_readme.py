@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SAMPLE_DATA, sample_root
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -17,6 +18,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_quick_start_runs_as_written(tmp_path: Path, cub_features: Path) -> None:
     sample_root("CUB_200_2011")
     blocks = _python_blocks()
