@@ -35,8 +35,13 @@ RESUME_KEYS: tuple[str, ...] = (
 )
 """Attributes that must agree for a file to be resumed by a new run."""
 
-MATCH_KEYS: tuple[str, ...] = ("backbone", "weights_sha256", "feature_layer", "pooling", "channels")
-"""Provenance that must agree between a linear classifier and the features it is applied to."""
+MATCH_KEYS: tuple[str, ...] = (
+    "backbone", "weights_sha256", "feature_layer", "pooling", "channels", "input_size", "mean", "std", "precision",
+    "resize", "crop",
+)
+"""Provenance that must agree between a linear classifier and the features it is applied to: every
+attribute that changes the feature values (``crop`` marks features of crops, not of whole images).
+A key absent on either side (an svm.h5 from before the key was recorded) is unknown, not a mismatch."""
 
 
 def plain(value: Any) -> Any:
