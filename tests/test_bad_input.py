@@ -260,3 +260,84 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(env: Env, argv: str, e
     assert err[0].startswith(f"featkit {args[0]}: error: ") or err[0].startswith("featkit"), err[0]
     assert expected in err[0], err[0]
     assert _digests(env.dir) == before
+
+
+# ---------------------------------------------------------------- allowed, but recorded and said
+
+
+def test_training_on_test_is_recorded_and_said_by_every_report(env: Env, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    svm = tmp_path / "on_test.h5"
+    assert main(["svm-train", str(env.feat), "-o", str(svm), "--split", "test", "--C", "1", "--jobs", "1"]) == 0
+    assert "note: trained on the test split" in capsys.readouterr().out
+    with h5py.File(svm, "r") as h5:
+        assert h5.attrs["trained_split"] == "test"
+    assert main(["svm-eval", str(env.feat), str(svm)]) == 0
+    assert "was trained on the test split, fold 0" in capsys.readouterr().out
+    out = tmp_path / "loc"
+    assert main(["localize", str(env.feat), str(svm), "--no-sweep", "-o", str(out)]) == 0
+    assert "trained on the test split" in capsys.readouterr().out
+    assert "trained on the test split" in (out / "localization.md").read_text()
+    assert '"classifier_trained_on": "test split, fold 0"' in (out / "localization.json").read_text()
+
+
+@pytest.mark.parametrize("key,value", [("input_size", 128), ("mean", [0.1, 0.2, 0.3]), ("std", [1.0, 1.0, 1.0]),
+                                       ("precision", "bfloat16"), ("resize", "crop"), ("weights_sha256", "f" * 64),
+                                       ("crop", "gt")])
+def test_an_svm_of_other_features_is_refused_naming_the_field(env: Env, tmp_path: Path, key: str, value: object,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    svm = tmp_path / "svm.h5"
+    shutil.copy(env.svm, svm)
+    with h5py.File(svm, "r+") as h5:
+        h5.attrs[f"features_{key}"] = value
+    assert main(["svm-eval", str(env.feat), str(svm)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"trained on other features ({key}:" in err[0]
+
+
+def test_an_svm_from_before_the_new_fields_is_still_accepted(env: Env, tmp_path: Path) -> None:
+    """Keys an older svm.h5 lacks are unknown, not a mismatch."""
+    svm = tmp_path / "old.h5"
+    shutil.copy(env.svm, svm)
+    with h5py.File(svm, "r+") as h5:
+        for key in ("input_size", "mean", "std", "precision", "resize"):
+            del h5.attrs[f"features_{key}"]
+    assert main(["svm-eval", str(env.feat), str(svm)]) == 0
+
+
+def test_info_reports_integrity(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(env.feat)]) == 0
+    assert "integrity    ok (every GAP feature read; --check also reads the maps)" in capsys.readouterr().out
+    assert main(["info", "--check", str(env.feat)]) == 0
+    assert "integrity    ok (every GAP feature and conv map read)" in capsys.readouterr().out
+    assert main(["info", str(env.dir / "nan.h5")]) == 2
+    out = capsys.readouterr().out
+    assert "DAMAGED      1 problem found" in out and "in extracted row 1 (images/" in out
+    assert main(["info", str(env.dir / "nanmaps.h5")]) == 0  # the maps are read with --check only
+    capsys.readouterr()
+    assert main(["info", "--check", str(env.dir / "nanmaps.h5")]) == 2
+    assert "features/maps holds NaN" in capsys.readouterr().out
+
+
+def test_the_right_root_passes_the_image_check(env: Env) -> None:
+    from featkit.features import FeatureFile
+    from featkit.features.integrity import require_same_images
+
+    with FeatureFile(env.feat) as features:
+        require_same_images(features, env.root)
+
+
+def test_an_unwritable_folder_is_refused_for_a_plain_user(tmp_path: Path) -> None:
+    import os
+
+    from featkit.errors import FeatkitError
+    from featkit.outputs import check_output_file, check_output_folder
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; /proc and /sys cases in the table cover it")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(FeatkitError, match="is not writable"):
+        check_output_file(locked / "s.h5")
+    with pytest.raises(FeatkitError, match="is not writable"):
+        check_output_folder(locked / "cams")

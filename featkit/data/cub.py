@@ -57,11 +57,11 @@ class CUB200(DatasetReader):
             box: tuple = ()
             if image_id in boxes:
                 box_no, box_line, values = boxes[image_id]
+                expected = "'<image_id> <x> <y> <width> <height>' numbers"
                 try:
                     x, y, w, h = (float(v) for v in values)
                 except ValueError:
-                    raise self.malformed(boxes_path, box_no, box_line, "'<image_id> <x> <y> <width> <height>' numbers") \
-                        from None
+                    raise self.malformed(boxes_path, box_no, box_line, expected) from None
                 if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
                     raise self.malformed(boxes_path, box_no, box_line, "finite numbers with width and height > 0")
                 box = ((x, y, x + w, y + h),)

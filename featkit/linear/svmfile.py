@@ -20,7 +20,7 @@ import numpy as np
 
 from featkit import __version__
 from featkit.errors import FeatkitError
-from featkit.features.schema import MATCH_KEYS
+from featkit.features.schema import ABSENT_MEANS, MATCH_KEYS
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.svm import OneVsAllLinearSVM
@@ -60,7 +60,7 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
             a["multilabel"] = bool(svm.multilabel)
             a["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
             for key in (*MATCH_KEYS, "dataset", "schema_version"):
-                value = fa.get(key)
+                value = fa.get(key, ABSENT_MEANS.get(key))
                 if value is not None:
                     a[f"features_{key}"] = value
             a["features_file"] = str(features.path.resolve())
@@ -92,12 +92,12 @@ def check_matches(classifier: LinearClassifier, features: FeatureFile, *, need_s
     """Refuse (one line, naming the field) to apply weights to features made otherwise, or of another class list.
 
     Every key of MATCH_KEYS (backbone, weights, layer, pooling, input size, mean/std, precision, resize,
-    crop) is compared; a key recorded on one side only is unknown and let through (older svm.h5 files).
+    crop) is compared; a key an older svm.h5 lacks is unknown and let through.
     """
     fa = features.attrs
     for key in MATCH_KEYS:
         have = classifier.attrs.get(f"features_{key}")
-        want = fa.get(key)
+        want = fa.get(key, ABSENT_MEANS.get(key))
         if have is not None and want is not None and not _same(have, want):
             raise FeatkitError(
                 f"{classifier.source} was trained on other features ({key}: {have} there, {want} in "
