@@ -271,8 +271,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     text, problems = describe(args.features, check=args.check)
     print(to_flags(text))
     if problems:
-        raise FeatkitError(f"{args.features} is damaged ({len(problems)} problems listed above); re-extract it "
-                           "with overwrite=True")
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise FeatkitError(f"{args.features} is damaged ({count} listed above); re-extract it with overwrite=True")
     return 0
 
 

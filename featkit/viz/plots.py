@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from featkit.cam.boxes import BoxAccuracy
 from featkit.errors import FeatkitError
 from featkit.linear.protocol import Metrics
-from featkit.outputs import check_output_file
+from featkit.outputs import check_output_file, check_output_folder
 
 
 def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
@@ -26,8 +26,11 @@ def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
-    """PNG at ``path`` (an existing picture is replaced; its folder must exist)."""
-    target = check_output_file(path, overwrite=True, suffixes=(".png",), example="plot.png")
+    """PNG at ``path``, its folder created if needed (an existing picture is replaced)."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        check_output_folder(target.parent).mkdir(parents=True, exist_ok=True)
+    check_output_file(target, overwrite=True, suffixes=(".png",), example="plot.png")
     try:
         figure.savefig(target, format="png")
     except OSError as exc:
