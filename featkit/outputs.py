@@ -53,7 +53,8 @@ def check_output_file(
         raise FeatkitError(f"output {path} has an unknown extension; give a file name ending in {' or '.join(wanted)}")
     for source in inputs:
         if Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
-            raise FeatkitError(f"output {path} is an input of this command ({source}); choose another output")
+            raise FeatkitError(f"output {path} is the input {source}; writing it would destroy the input, "
+                               "choose another output name")
     if path.exists() and existing == "refuse" and not overwrite:
         raise FeatkitError(f"{path} already exists; choose another output or pass overwrite=True to replace it")
     parent = path.parent

@@ -130,7 +130,7 @@ CASES: list[tuple[str, str, str]] = [
     ("info-check-nanmaps", "info --check {dir}/nanmaps.h5", "is damaged"),
     # ---- merge
     ("merge-output-exists", "merge {feat} -o {svm}", "already exists"),
-    ("merge-output-is-shard", "merge {feat} -o {feat}", "is an input"),
+    ("merge-output-is-shard", "merge {feat} -o {feat}", "would destroy the input"),
     ("merge-proc", "merge {feat} -o /proc/m.h5", "not writable"),
     ("merge-missing-shard", "merge {dir}/nope.h5 -o {dir}/m.h5", "nope.h5"),
     ("merge-not-a-shard", "merge {feat} -o {dir}/m.h5", "shard"),
@@ -140,7 +140,7 @@ CASES: list[tuple[str, str, str]] = [
     ("svm-train-exists", "svm-train {feat} -o {svm}", "already exists"),
     ("svm-train-folder", "svm-train {feat} -o {dir}/folder", "is a folder"),
     ("svm-train-no-folder", "svm-train {feat} -o {dir}/no/s.h5", "does not exist; create it"),
-    ("svm-train-onto-features", "svm-train {feat} -o {feat} --overwrite", "is an input"),
+    ("svm-train-onto-features", "svm-train {feat} -o {feat} --overwrite", "would destroy the input"),
     ("svm-train-C-inf", "svm-train {feat} -o {dir}/s.h5 --C inf", "must be 'auto' or a finite positive number"),
     ("svm-train-C-nan", "svm-train {feat} -o {dir}/s.h5 --C nan", "must be 'auto' or a finite positive number"),
     ("svm-train-C-negative", "svm-train {feat} -o {dir}/s.h5 --C -1", "must be 'auto' or a finite positive number"),
@@ -186,7 +186,7 @@ CASES: list[tuple[str, str, str]] = [
     # ---- crops
     ("crops-other-root", "crops {dir}/OTHER {feat} {svm} -o {dir}/c.h5", "holds other images"),
     ("crops-missing-root", "crops {dir}/nope {feat} {svm} -o {dir}/c.h5", "is not a folder"),
-    ("crops-onto-features", "crops {root} {feat} {svm} -o {feat} --overwrite", "is an input"),
+    ("crops-onto-features", "crops {root} {feat} {svm} -o {feat} --overwrite", "would destroy the input"),
     ("crops-proc", "crops {root} {feat} {svm} -o /proc/c.h5", "not writable"),
     ("crops-nan", "crops {root} {dir}/nan.h5 {svm} -o {dir}/c.h5", "is damaged"),
     ("crops-incomplete", "crops {root} {dir}/incomplete.h5 {svm} -o {dir}/c.h5", "incomplete"),
