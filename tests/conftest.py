@@ -31,30 +31,34 @@ def write_image(path: Path, size: tuple[int, int], seed: int, mode: str = "RGB")
     img.save(path, quality=90)
 
 
+def make_fake_cub(root: Path, n_classes: int = 2, per_class: int = 4) -> Path:
+    """A CUB-200-2011 tree at ``root`` (images of distinct sizes, one box each); returns ``root``."""
+    lines: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes", "classes")}
+    image_id = 0
+    for c in range(1, n_classes + 1):
+        folder = f"{c:03d}.Bird_{c}"
+        lines["classes"].append(f"{c} {folder}")
+        for j in range(per_class):
+            image_id += 1
+            w, h = 120 + 8 * j, 90 + 4 * c
+            write_image(root / "images" / folder / f"Bird_{c}_{j:04d}.jpg", (w, h), seed=image_id)
+            lines["images"].append(f"{image_id} {folder}/Bird_{c}_{j:04d}.jpg")
+            lines["labels"].append(f"{image_id} {c}")
+            lines["split"].append(f"{image_id} {1 if j % 2 == 0 else 0}")
+            lines["boxes"].append(f"{image_id} {10 + j}.0 {5 + c}.0 {40 + j}.0 {30}.0")
+    files = {"images": "images.txt", "labels": "image_class_labels.txt", "split": "train_test_split.txt",
+             "boxes": "bounding_boxes.txt", "classes": "classes.txt"}
+    for key, name in files.items():
+        (root / name).write_text("\n".join(lines[key]) + "\n")
+    return root
+
+
 @pytest.fixture
 def fake_cub(tmp_path: Path) -> Callable[..., Path]:
     """Factory for a CUB-200-2011 tree: ``fake_cub(n_classes=2, per_class=4)``."""
 
     def make(n_classes: int = 2, per_class: int = 4, root: Path | None = None) -> Path:
-        root = root or tmp_path / "CUB_200_2011"
-        lines: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes", "classes")}
-        image_id = 0
-        for c in range(1, n_classes + 1):
-            folder = f"{c:03d}.Bird_{c}"
-            lines["classes"].append(f"{c} {folder}")
-            for j in range(per_class):
-                image_id += 1
-                w, h = 120 + 8 * j, 90 + 4 * c
-                write_image(root / "images" / folder / f"Bird_{c}_{j:04d}.jpg", (w, h), seed=image_id)
-                lines["images"].append(f"{image_id} {folder}/Bird_{c}_{j:04d}.jpg")
-                lines["labels"].append(f"{image_id} {c}")
-                lines["split"].append(f"{image_id} {1 if j % 2 == 0 else 0}")
-                lines["boxes"].append(f"{image_id} {10 + j}.0 {5 + c}.0 {40 + j}.0 {30}.0")
-        files = {"images": "images.txt", "labels": "image_class_labels.txt", "split": "train_test_split.txt",
-                 "boxes": "bounding_boxes.txt", "classes": "classes.txt"}
-        for key, name in files.items():
-            (root / name).write_text("\n".join(lines[key]) + "\n")
-        return root
+        return make_fake_cub(root or tmp_path / "CUB_200_2011", n_classes, per_class)
 
     return make
 

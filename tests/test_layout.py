@@ -12,7 +12,7 @@ from featkit.cli.flags import to_flags
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featkit"
 # Stage of each top-level part; a module may import its own stage and lower ones only.
-STAGES = {"errors": 0, "data": 1, "models": 1, "features": 2, "linear": 3, "cam": 4, "viz": 5,
+STAGES = {"errors": 0, "outputs": 0, "data": 1, "models": 1, "features": 2, "linear": 3, "cam": 4, "viz": 5,
           "experiments": 6, "cli": 7}
 
 

@@ -135,12 +135,6 @@ def test_eval_refuses_an_svm_of_other_features(mismatch: str, tmp_path: Path,
     assert expected in _err(capsys)
 
 
-def test_bad_C_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    features = _features(tmp_path)
-    assert main(["svm-train", str(features), "-o", str(tmp_path / "svm.h5"), "--C", "lots"]) == 2
-    assert "--C must be 'auto' or a positive number" in _err(capsys)
-
-
 @pytest.mark.slow
 def test_real_cub_accuracy_and_reproducibility(cub_features: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,6 +58,7 @@ from featkit.cam.boxes import (
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
 from featkit.errors import FeatkitError
+from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
@@ -136,6 +137,9 @@ class LocalizationReport:
                 f"at {s['max_box_acc_threshold']:g}, MaxBoxAccV2 {pct(s['max_box_acc_v2'])} % "
                 f"(IoU {', '.join(f'{v:g}' for v in SWEEP_IOUS)})."
             )
+        if s.get("classifier_trained_on", "").startswith("test"):
+            lines.append(f"Note: {s['classifier']} was trained on the {s['classifier_trained_on']}: "
+                         "its scores on that split are not held-out estimates.")
         if s.get("n_skipped_no_box"):
             lines.append(f"Skipped {s['n_skipped_no_box']} images without a ground-truth box.")
         if self.per_class:
@@ -343,6 +347,7 @@ def localize(
         raise FeatkitError("cam_curve_interval applies to protocol='wsol' only; add protocol='wsol' or drop it")
     wsol = WsolBoxEvaluator(0.01 if cam_curve_interval is None else cam_curve_interval, SWEEP_IOUS) \
         if protocol == "wsol" else None
+    require_usable(features)
     idx = features.check_rows(rows)
     agnostic = not classifier.knows_classes_of(features)
     mapping = None if agnostic else classifier.class_mapping(features)
@@ -423,6 +428,7 @@ def localize(
         "top5_cls": None if agnostic else float((top_all == scored_all[:, None]).any(axis=1).mean()),
         **cam_options.to_dict(),
         "classifier": classifier.source,
+        "classifier_trained_on": classifier.trained_on(),
         "classifier_kind": "backbone head" if classifier.is_head else "SVM weights",
         "maps": source.kind,
         "features": str(features.path),

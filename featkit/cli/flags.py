@@ -35,6 +35,8 @@ KEYWORD_FLAGS: dict[str, str] = {
     "images_per_unit": "--images",
     "limit": "--limit",
     "jobs": "--jobs",
+    "n_jobs": "--jobs",
+    "check": "--check",
     "threshold": "--threshold",
     "normalization": "--normalization",
     "cam_weights": "--cam-weights",

@@ -20,6 +20,7 @@ import numpy as np
 from featkit import __version__
 from featkit.cli.flags import to_flags
 from featkit.errors import FeatkitError
+from featkit.outputs import check_output_file, check_output_folder
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
@@ -136,6 +137,8 @@ def _cmd_units(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import classifier_for
 
+    if args.output:
+        check_output_folder(args.output)
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
@@ -159,6 +162,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     options = ExtractOptions(batch_size=args.batch_size, workers=args.workers, device=args.device,
                              overwrite=args.overwrite, on_error="fail")
     options.validate()
+    check_output_file(args.output, existing="allow", example="crops.h5", inputs=[args.features, args.svm])
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         full = evaluate(classifier, features, "test", args.fold)
@@ -186,6 +190,8 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
 
     from featkit.linear import split_rows
 
+    if args.limit < 0:
+        raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
     paths = features.paths
     if args.images:
         chosen = [i for i, p in enumerate(paths)
@@ -207,6 +213,9 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     from featkit.linear import classifier_for
     from featkit.viz import render_cams
 
+    check_output_folder(args.output)
+    if args.limit < 0:
+        raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         rows = _select_rows(features, args)
@@ -222,8 +231,9 @@ def _cmd_localize(args: argparse.Namespace) -> int:
     from featkit.linear import classifier_for
     from featkit.viz import threshold_curve_plot
 
+    if args.output:
+        check_output_folder(args.output)
     with FeatureFile(args.features) as features:
-        features.require_complete()
         classifier = classifier_for(features, args.svm)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
@@ -259,7 +269,11 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from featkit.features.info import describe
 
-    print(describe(args.features))
+    text, problems = describe(args.features, check=args.check)
+    print(to_flags(text))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise FeatkitError(f"{args.features} is damaged ({count} listed above); re-extract it with overwrite=True")
     return 0
 
 
@@ -296,19 +310,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_svm_train(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import save_svm, train_svm
+    from featkit.linear import check_svm_options, save_svm, train_svm
 
     C: float | Literal["auto"] = "auto"
     if args.C != "auto":
         try:
             C = float(args.C)
         except ValueError:
-            raise FeatkitError(f"--C must be 'auto' or a positive number, got {args.C!r}") from None
-        if not C > 0:
-            raise FeatkitError(f"--C must be positive, got {args.C}")
-    out = Path(args.output)
-    if out.exists() and not args.overwrite:  # fail before minutes of training
-        raise FeatkitError(f"{out} already exists; choose another -o or pass --overwrite to replace it")
+            raise FeatkitError(f"--C must be 'auto' or a finite positive number, got {args.C!r}") from None
+    check_svm_options(C, args.jobs)
+    # fail before minutes of training
+    out = check_output_file(args.output, overwrite=args.overwrite, example="svm.h5", inputs=[args.features])
     with FeatureFile(args.features) as features:
         svm, trained_on = train_svm(features, args.split, args.fold, C, args.normalize, args.per_class_C, args.jobs)
         save_svm(out, svm, features.classes, features, trained_on, overwrite=args.overwrite)
@@ -317,6 +329,9 @@ def _cmd_svm_train(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {len(features.classes)} classes x {svm.coef_.shape[1]} features, "
               f"{trained_on['n_images']} training images ({args.split}, fold {args.fold}), {c_text}, "
               f"normalize {args.normalize}")
+        if args.split == "test":
+            print(f"note: trained on the test split (recorded in {out}); scores on the test split are not "
+                  "held-out estimates")
     return 0
 
 
@@ -325,10 +340,14 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
     from featkit.linear import classifier_for, evaluate
     from featkit.viz import confusion_plot
 
+    if args.confusion:
+        check_output_file(args.confusion, overwrite=True, suffixes=(".png",), example="confusion.png")
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         metrics = evaluate(classifier, features, args.split, args.fold)
         print(f"{features.path} / {classifier.source}: split {args.split}, fold {args.fold}, {metrics.n_images} images")
+        if classifier.training_note():
+            print(f"  {classifier.training_note()}")
         if np.isnan(metrics.map):
             print(f"  accuracy                 {100 * metrics.accuracy:6.2f} %")
             print(f"  mean per-class accuracy  {100 * metrics.mean_per_class_accuracy:6.2f} %")
@@ -405,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("info", help="what a features.h5 holds")
+    p = sub.add_parser("info", help="what a features.h5 holds (and whether it is damaged)")
     p.add_argument("features")
+    p.add_argument("--check", action="store_true",
+                   help="also read every stored conv map (slow on big files); exit 2 when damage is found")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("demo", help="CAMs of the ImageNet head on bundled photos (offline), with an index page")

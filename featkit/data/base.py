@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -106,6 +107,31 @@ def load_manifest(name: str) -> Manifest:
     return Manifest.from_toml(resource.read_text(encoding="utf-8"), f"data_manifests/{name}.toml")
 
 
+def malformed_line(path: Path, line_no: int, line: str, expected: str) -> FeatkitError:
+    """The one form of a reader error: ``file:line: malformed line '...'; expected ...``."""
+    return FeatkitError(f"{path}:{line_no}: malformed line {line.strip()!r}; expected {expected}")
+
+
+def read_text(path: Path) -> str:
+    """A list or metadata file as text (UTF-8, a BOM allowed); one error naming the file and the line if not."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_no = data.count(b"\n", 0, exc.start) + 1
+        raise FeatkitError(
+            f"{path}:{line_no}: byte {data[exc.start:exc.start + 1]!r} is not UTF-8 text; expected a UTF-8 file "
+            "(re-save it as UTF-8)"
+        ) from None
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines of an official list file."""
+    for line_no, line in enumerate(read_text(path).splitlines(), 1):
+        if line.strip():
+            yield line_no, line.strip()
+
+
 class DatasetReader(ABC):
     """Reads one official layout. Subclasses set ``name`` and implement two methods.
 
@@ -138,8 +164,8 @@ class DatasetReader(ABC):
         return path
 
     def malformed(self, path: Path, line_no: int, line: str, expected: str) -> FeatkitError:
-        """An error for one bad line of an official file."""
-        return FeatkitError(f"{path}:{line_no}: malformed line {line.strip()!r}; expected {expected}")
+        """An error for one bad line of an official file: ``file:line: what was found; what was expected``."""
+        return malformed_line(path, line_no, line, expected)
 
     @abstractmethod
     def classes(self) -> list[str]:

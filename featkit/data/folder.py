@@ -7,12 +7,13 @@ Event8, ...) share, so each of those stays a few lines.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from featkit.data.base import IMAGE_SUFFIXES, Box, DatasetReader, ImageRecord, Manifest
+from featkit.data.base import IMAGE_SUFFIXES, Box, DatasetReader, ImageRecord, Manifest, read_text
 from featkit.data.registry import register_reader
 from featkit.errors import FeatkitError
 
@@ -35,17 +36,6 @@ def subfolders(folder: Path) -> list[str]:
 def relative(path: Path, root: Path) -> str:
     """``path`` relative to ``root``, '/'-separated, as :class:`ImageRecord` wants."""
     return path.relative_to(root).as_posix()
-
-
-def text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, stripped text) of the non-blank lines of an official list file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise FeatkitError(f"{path}: not a UTF-8 text file ({exc}); is this the right file?") from exc
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            yield line_no, line.strip()
 
 
 class ClassFolderReader(DatasetReader):
@@ -149,30 +139,30 @@ class CsvList(DatasetReader):
             return self._parsed
         classes: dict[str, int] = {}
         rows: dict[str, ImageRecord] = {}
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            columns: tuple[str, ...] | None = None
-            for cells in reader:
-                line_no, line = reader.line_num, ",".join(cells)
-                cells = [c.strip() for c in cells]
-                if not any(cells):
-                    continue
-                if columns is None and cells[0].lower() == "path":
-                    columns = self._header(cells, line_no, line)
-                    continue
-                if columns is None:
-                    columns = _CSV_SHAPES.get(len(cells))
-                if columns is None or len(cells) != len(columns):
-                    raise self.malformed(self.csv_path, line_no, line, _CSV_EXPECTED)
-                record = self._row(dict(zip(columns, cells)), classes, line_no, line)
-                previous = rows.get(record.path)
-                if previous is not None:
-                    if (previous.label, previous.split) != (record.label, record.split):
-                        raise self.malformed(
-                            self.csv_path, line_no, line, "the same label and split as the earlier row for this image"
-                        )
-                    record = ImageRecord(record.path, record.label, record.split, previous.boxes + record.boxes)
-                rows[record.path] = record
+        # Decoded up front (not while iterating) so a file that is not UTF-8 fails in one line.
+        reader = csv.reader(io.StringIO(read_text(self.csv_path), newline=""))
+        columns: tuple[str, ...] | None = None
+        for cells in reader:
+            line_no, line = reader.line_num, ",".join(cells)
+            cells = [c.strip() for c in cells]
+            if not any(cells):
+                continue
+            if columns is None and cells[0].lower() == "path":
+                columns = self._header(cells, line_no, line)
+                continue
+            if columns is None:
+                columns = _CSV_SHAPES.get(len(cells))
+            if columns is None or len(cells) != len(columns):
+                raise self.malformed(self.csv_path, line_no, line, _CSV_EXPECTED)
+            record = self._row(dict(zip(columns, cells)), classes, line_no, line)
+            previous = rows.get(record.path)
+            if previous is not None:
+                if (previous.label, previous.split) != (record.label, record.split):
+                    raise self.malformed(
+                        self.csv_path, line_no, line, "the same label and split as the earlier row for this image"
+                    )
+                record = ImageRecord(record.path, record.label, record.split, previous.boxes + record.boxes)
+            rows[record.path] = record
         if not rows:
             raise FeatkitError(f"{self.csv_path}: no image rows; expected rows {_CSV_EXPECTED}")
         self._parsed = (list(classes), list(rows.values()))
@@ -214,6 +204,8 @@ class CsvList(DatasetReader):
             except ValueError:
                 expected = "four numbers x0,y0,x1,y1 or four empty cells"
                 raise self.malformed(self.csv_path, line_no, line, expected) from None
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+                raise self.malformed(self.csv_path, line_no, line, "finite numbers x0,y0,x1,y1 (pixel corners)")
             if not (x0 < x1 and y0 < y1):
                 raise self.malformed(self.csv_path, line_no, line, "a box with x0 < x1 and y0 < y1 (pixel corners)")
             boxes = ((x0, y0, x1, y1),)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featkit.data.base import DatasetReader, ImageRecord, Manifest
-from featkit.data.folder import subfolders, text_lines
+from featkit.data.base import DatasetReader, ImageRecord, Manifest, text_lines
+from featkit.data.folder import subfolders
 from featkit.data.registry import register_reader
 from featkit.errors import FeatkitError
 

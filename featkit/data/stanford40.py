@@ -7,8 +7,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from featkit.data.base import Box, DatasetReader, ImageRecord, Manifest
-from featkit.data.folder import text_lines
+from featkit.data.base import Box, DatasetReader, ImageRecord, Manifest, text_lines
 from featkit.data.registry import register_reader
 from featkit.errors import FeatkitError
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featkit.data.base import DatasetReader, ImageRecord, Manifest
-from featkit.data.folder import text_lines
+from featkit.data.base import DatasetReader, ImageRecord, Manifest, text_lines
 from featkit.data.registry import register_reader
 from featkit.errors import FeatkitError
 

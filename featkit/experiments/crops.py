@@ -19,6 +19,7 @@ from featkit.cam.maps import CamOptions
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
 from featkit.features.extractor import ExtractJob, ExtractOptions, Progress, weights_argument
+from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.pipeline import run_job
 from featkit.features.schema import STATUS_OK
@@ -71,12 +72,14 @@ def extract_crops(
         raise FeatkitError(f"boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
     if not Path(root).is_dir():
         raise FeatkitError(f"dataset root {root} is not a folder; give the root the features were extracted from")
+    require_usable(features)
     rows = np.flatnonzero(features.status == STATUS_OK)
     if rows.size < len(features):
         raise FeatkitError(
             f"{len(features) - rows.size} images of {features.path} were not extracted; crops need every row "
             "(re-extract, or drop the unreadable images from the dataset)"
         )
+    require_same_images(features, root, rows)
     if boxes == "gt":
         crop = features.box.astype(np.float64)
         missing = np.isnan(crop).any(axis=1)

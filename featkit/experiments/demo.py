@@ -21,6 +21,7 @@ from featkit.features.extractor import ExtractJob, ExtractOptions, Progress
 from featkit.features.pipeline import run_job
 from featkit.features.store import FeatureFile
 from featkit.models import DEFAULT_BACKBONE
+from featkit.outputs import check_output_folder
 from featkit.viz.overlay import GalleryEntry, cam_strip, write_gallery
 
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -52,8 +53,7 @@ def run_demo(
     """Run the demo into ``output``; returns the index page."""
     if top < 1:
         raise FeatkitError(f"top must be at least 1, got {top}")
-    if output.exists() and not output.is_dir():
-        raise FeatkitError(f"demo output {output} is a file; give a folder name")
+    check_output_folder(output)
     photos = output / "photos"
     names = write_demo_photos(photos)
     records = [ImageRecord(path=name) for name in names]

@@ -23,6 +23,7 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.models import DEFAULT_BACKBONE
+from featkit.outputs import check_output_folder
 from featkit.viz.camviz import render_cams
 
 
@@ -61,9 +62,7 @@ def discover(
     records = [ImageRecord(str(p.resolve().relative_to(root)).replace(os.sep, "/"), 1, "train") for p in pos]
     records += [ImageRecord(str(p.resolve().relative_to(root)).replace(os.sep, "/"), 0, "train") for p in neg]
     classes = ["negative", "positive"]
-    if output.exists() and not output.is_dir():
-        raise FeatkitError(f"output {output} is a file; give a folder name")
-    output.mkdir(parents=True, exist_ok=True)
+    check_output_folder(output).mkdir(parents=True, exist_ok=True)
     features_path = output / "features.h5"
     splits = np.full((len(records), 1), "train", dtype=object)
     options = ExtractOptions(model=model, weights=weights, image_size=image_size, maps=True, on_error="skip")

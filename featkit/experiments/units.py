@@ -15,10 +15,12 @@ from PIL import Image
 
 from featkit.cam.boxer import CamBoxer
 from featkit.errors import FeatkitError
+from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
+from featkit.outputs import check_output_folder
 from featkit.viz.overlay import GalleryEntry, cam_strip, write_gallery
 
 
@@ -33,10 +35,16 @@ class UnitReport:
 def rank_units(classifier: LinearClassifier, class_name: str, features: FeatureFile, top_units: int = 5,
                images_per_unit: int = 6, rows: np.ndarray | None = None) -> list[UnitReport]:
     """The ``top_units`` units with the largest w_k^c, each with its most activating images."""
+    require_usable(features)
     c = classifier.class_index(class_name)
     weights = classifier.weight[c]
-    units = np.argsort(-weights)[:top_units]
     usable = np.flatnonzero(features.status == STATUS_OK) if rows is None else np.asarray(rows)
+    if not 1 <= top_units <= weights.size:
+        raise FeatkitError(f"top_units must lie in 1..{weights.size} (the units of the layer), got {top_units}")
+    if not 1 <= images_per_unit <= max(usable.size, 1):
+        raise FeatkitError(f"images_per_unit must lie in 1..{usable.size} (the extracted images), "
+                           f"got {images_per_unit}")
+    units = np.argsort(-weights)[:top_units]
     gap = features.gap[usable]
     reports = []
     for k in units:
@@ -51,7 +59,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
     image_root = Path(root or features.attrs["dataset_root"])
     if not image_root.is_dir():
         raise FeatkitError(f"images are not at {image_root}; pass root=DATASET_ROOT")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir).mkdir(parents=True, exist_ok=True)
     paths, sizes = features.paths, features.sizes
     source = MapSource.of(features, image_root)
     boxer = CamBoxer.for_units(int(features.attrs["channels"]))

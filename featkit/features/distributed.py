@@ -32,6 +32,7 @@ from featkit.features.extractor import ExtractJob, ExtractResult, extract_rows, 
 from featkit.features.schema import RUN_KEYS, SHARD_KEYS, Provenance, plain
 from featkit.features.store import PARTIAL_SUFFIX, FeatureWriter, Head
 from featkit.models import load_backbone
+from featkit.outputs import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +189,7 @@ def merge_shards(shard_paths: Sequence[str | Path], output: str | Path, *, keep:
     paths = [Path(p) for p in shard_paths]
     if not paths:
         raise FeatkitError("no shard files given; pass the out.rank<R>-of-<N>.h5 files of one extraction")
-    if output.exists() and not overwrite:
-        raise FeatkitError(f"{output} already exists; choose another output or remove it first")
-    if any(p.resolve() == output.resolve() for p in paths if p.exists()):
-        raise FeatkitError(f"output {output} is one of the shards; give the merged file another name")
+    check_output_file(output, overwrite=overwrite, example="features.h5", inputs=paths)
     shards = [_open_shard(p) for p in paths]
     try:
         shards.sort(key=lambda h: int(h.attrs["shard_rank"]))

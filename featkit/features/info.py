@@ -7,12 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
+from featkit.features.integrity import damage
 from featkit.features.schema import STATUS_FAILED, STATUS_OK
 from featkit.features.store import FeatureFile
 
 
-def describe(path: str | Path) -> str:
+def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
+    """The summary text and the damage found (:func:`~featkit.features.integrity.damage`).
+
+    The plain summary checks the shapes, the per-image tables and every GAP
+    feature; ``check`` also decompresses and checks every stored conv map.
+    """
     with FeatureFile(path) as f:
+        problems = damage(f, maps=check)
+        if problems:
+            return _damaged(f, problems, check), problems
         a = f.attrs
         n = len(f)
         lines = [f"{f.path}  (featkit {a.get('featkit_version')}, schema {a.get('schema_version')})"]
@@ -67,7 +76,21 @@ def describe(path: str | Path) -> str:
             lines.append(f"  head         {head.weight.shape[0]} x {head.weight.shape[1]} ({head.classes[0]}, ...)")
         if f.attributes is not None:
             lines.append(f"  attributes   {f.attributes.shape[1]} per image (multi-label)")
-        return "\n".join(lines)
+        checked = "every GAP feature and conv map" if check and f.has_maps else "every GAP feature"
+        lines.append(f"  integrity    ok ({checked} read" + ("" if check or not f.has_maps else
+                                                           "; check=True also reads the maps") + ")")
+        return "\n".join(lines), []
+
+
+def _damaged(f: FeatureFile, problems: list[str], check: bool) -> str:
+    """The header lines that still read, then every problem found."""
+    a = f.attrs
+    lines = [f"{f.path}  (featkit {a.get('featkit_version')}, schema {a.get('schema_version')})",
+             f"  dataset      {a.get('dataset')} at {a.get('dataset_root')}",
+             f"  backbone     {a.get('backbone')}  layer {a.get('feature_layer')}  pooling {a.get('pooling')}",
+             f"  DAMAGED      {len(problems)} problem{'s' if len(problems) > 1 else ''} found:"]
+    lines += [f"    {p}" for p in problems]
+    return "\n".join(lines)
 
 
 def _fmt(values: object) -> str:

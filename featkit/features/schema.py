@@ -35,8 +35,17 @@ RESUME_KEYS: tuple[str, ...] = (
 )
 """Attributes that must agree for a file to be resumed by a new run."""
 
-MATCH_KEYS: tuple[str, ...] = ("backbone", "weights_sha256", "feature_layer", "pooling", "channels")
-"""Provenance that must agree between a linear classifier and the features it is applied to."""
+MATCH_KEYS: tuple[str, ...] = (
+    "backbone", "weights_sha256", "feature_layer", "pooling", "channels", "input_size", "mean", "std", "precision",
+    "resize", "tta", "crop",
+)
+"""Provenance that must agree between a linear classifier and the features it is applied to: every
+attribute that changes the feature values (``crop`` marks features of crops, not of whole images;
+``tta`` a test-time augmentation, where a file records one).
+A key absent from an svm.h5 (written before the key was recorded) is unknown, not a mismatch."""
+
+ABSENT_MEANS: dict[str, Any] = {"crop": ""}
+"""What a MATCH_KEYS key absent from a features file means: no ``crop`` attribute is whole images."""
 
 
 def plain(value: Any) -> Any:

@@ -52,6 +52,7 @@ from featkit.features.schema import (
     Provenance,
     plain,
 )
+from featkit.outputs import check_output_file
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -105,14 +106,10 @@ class FeatureWriter:
 
         Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'features.h5'}")
+        path = check_output_file(path, existing="allow", example="features.h5")
         if path.exists() and not overwrite:
             handle = cls._open_for_resume(path, provenance, records)
             return cls(path, handle)
-        if not path.parent.exists():
-            raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
         # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
         # place, so a run killed while creating it leaves no half-written file at ``path``.
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
@@ -402,6 +399,11 @@ class FeatureFile:
             raw = stored[unique]
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
         maps = torch.from_numpy(raw).float().numpy()
+        if not np.isfinite(maps).all():  # a damaged file: refuse rather than draw or score garbage
+            read_rows = idx if inverse is None else np.unique(idx)
+            rows = read_rows[~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)]
+            raise FeatkitError(f"{self.path} is damaged: features/maps holds NaN or inf in row {int(rows[0])} "
+                               f"({self.paths[int(rows[0])]}); re-extract it (overwrite=True)")
         return maps if inverse is None else maps[inverse]
 
     def iter_maps(self, indices: Sequence[int] | np.ndarray, batch: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -1,7 +1,15 @@
 """Stage 3: linear classifiers on GAP features: the one-vs-all SVM, its svm.h5, the split protocols."""
 
 from featkit.linear.classifier import LinearClassifier, top_classes
-from featkit.linear.protocol import Metrics, ProtocolResult, evaluate, run_protocol, split_rows, train_svm
+from featkit.linear.protocol import (
+    Metrics,
+    ProtocolResult,
+    check_svm_options,
+    evaluate,
+    run_protocol,
+    split_rows,
+    train_svm,
+)
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.linear.svmfile import classifier_for, load_svm, save_svm
 
@@ -10,6 +18,7 @@ __all__ = [
     "Metrics",
     "OneVsAllLinearSVM",
     "ProtocolResult",
+    "check_svm_options",
     "classifier_for",
     "evaluate",
     "load_svm",

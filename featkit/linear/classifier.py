@@ -44,6 +44,21 @@ class LinearClassifier:
     """'svm': trained on the features' own classes; 'head': the backbone's classifier (ImageNet classes)."""
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    def trained_on(self) -> str:
+        """'test split, fold 0' style: what the weights were trained on ('' when unknown, e.g. the head)."""
+        split = self.attrs.get("trained_split")
+        if split is None:
+            return ""
+        return f"{split} split, fold {self.attrs.get('trained_fold', 0)}"
+
+    def training_note(self) -> str:
+        """A warning when the weights were trained on the test split ('' otherwise): it is allowed (an upper
+        bound), but every score on that split must say it is not held out."""
+        if self.attrs.get("trained_split") != "test":
+            return ""
+        return (f"note: {self.source} was trained on the {self.trained_on()}; "
+                "its scores on that split are not held-out estimates")
+
     @classmethod
     def from_estimator(
         cls, svm: OneVsAllLinearSVM, classes: Sequence[str], source: str = "svm", attrs: dict[str, Any] | None = None

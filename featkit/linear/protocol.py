@@ -9,12 +9,14 @@ top-5 and a confusion matrix; mean average precision for multi-label data.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from featkit.errors import FeatkitError
+from featkit.features.integrity import require_usable
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
@@ -64,8 +66,13 @@ def train_svm(
     n_jobs: int | None = -1,
     splits: np.ndarray | None = None,
 ) -> tuple[OneVsAllLinearSVM, dict[str, Any]]:
-    """Fit the one-vs-all SVM on one split of one fold; returns it and what it was trained on."""
-    features.require_complete()
+    """Fit the one-vs-all SVM on one split of one fold; returns it and what it was trained on.
+
+    Training on 'test' is allowed (a deliberate upper bound); the split is recorded in what it was
+    trained on, and :meth:`LinearClassifier.training_note` makes every later report say so.
+    """
+    check_svm_options(C, n_jobs)
+    require_usable(features)
     rows = split_rows(features, split, fold, splits)
     gap = features.gap[rows]
     y = targets(features, rows)
@@ -80,9 +87,6 @@ def train_svm(
         if missing:
             names = ", ".join(features.classes[i] for i in missing[:5])
             raise FeatkitError(f"classes without training images in split {split!r}: {names}; check the split")
-    if not np.isfinite(gap).all():
-        bad = int((~np.isfinite(gap)).any(axis=1).sum())
-        raise FeatkitError(f"{bad} training rows of {features.path} hold NaN/inf features; re-extract them")
     cv = 3
     if C == "auto" and not multilabel(features):
         smallest = int(np.bincount(y, minlength=n_classes).min())
@@ -94,6 +98,15 @@ def train_svm(
                             multilabel=multilabel(features))
     svm.fit(gap, y)
     return svm, {"split": split, "fold": fold, "n_images": int(rows.size)}
+
+
+def check_svm_options(C: float | str, n_jobs: int | None) -> None:
+    """Refuse C that is not 'auto' or a finite positive number, and n_jobs that is not -1, None or >= 1."""
+    if C != "auto":
+        if isinstance(C, str) or not (math.isfinite(C) and C > 0):
+            raise FeatkitError(f"C must be 'auto' or a finite positive number, got C={C}")
+    if n_jobs is not None and not (n_jobs == -1 or n_jobs >= 1):
+        raise FeatkitError(f"n_jobs must be -1 (all cores) or a number of threads >= 1, got {n_jobs}")
 
 
 @dataclass
@@ -142,7 +155,7 @@ def score(scores: np.ndarray, y: np.ndarray, classes: list[str], is_multilabel: 
 
 def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int = 0,
              splits: np.ndarray | None = None) -> Metrics:
-    features.require_complete()
+    require_usable(features)
     if classifier.classes != features.classes:
         raise FeatkitError(
             f"{classifier.source} predicts {len(classifier.classes)} other classes than the "

@@ -20,10 +20,11 @@ import numpy as np
 
 from featkit import __version__
 from featkit.errors import FeatkitError
-from featkit.features.schema import MATCH_KEYS
+from featkit.features.schema import ABSENT_MEANS, MATCH_KEYS
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.svm import OneVsAllLinearSVM
+from featkit.outputs import check_output_file
 
 SVM_SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -32,15 +33,7 @@ _STR = h5py.string_dtype("utf-8")
 def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], features: FeatureFile,
              trained_on: dict[str, Any], overwrite: bool = False) -> Path:
     """Write svm.h5 atomically (temp file + rename): an existing file is replaced only on success."""
-    path = Path(path)
-    if path.is_dir():
-        raise FeatkitError(f"output {path} is a folder; give a file name such as {path / 'svm.h5'}")
-    if path.exists() and not overwrite:
-        raise FeatkitError(f"{path} already exists; choose another output or pass overwrite=True to replace it")
-    if path.exists() and path.resolve() == features.path.resolve():
-        raise FeatkitError(f"output {path} is the features file itself; choose another output name")
-    if not path.parent.exists():
-        raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    path = check_output_file(path, overwrite=overwrite, example="svm.h5", inputs=[features.path])
     fa = features.attrs
     fd, tmp = tempfile.mkstemp(prefix=".svm-", suffix=".h5", dir=path.parent)
     os.close(fd)
@@ -66,8 +59,8 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
             a["normalize"] = svm.normalize
             a["multilabel"] = bool(svm.multilabel)
             a["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            for key in (*MATCH_KEYS, "input_size", "dataset", "schema_version", "precision"):
-                value = fa.get(key)
+            for key in (*MATCH_KEYS, "dataset", "schema_version"):
+                value = fa.get(key, ABSENT_MEANS.get(key))
                 if value is not None:
                     a[f"features_{key}"] = value
             a["features_file"] = str(features.path.resolve())
@@ -96,12 +89,16 @@ def load_svm(path: str | Path) -> LinearClassifier:
 
 
 def check_matches(classifier: LinearClassifier, features: FeatureFile, *, need_same_classes: bool = True) -> None:
-    """Refuse (one line) to apply weights to features of another backbone, layer, pooling or class list."""
+    """Refuse (one line, naming the field) to apply weights to features made otherwise, or of another class list.
+
+    Every key of MATCH_KEYS (backbone, weights, layer, pooling, input size, mean/std, precision, resize,
+    crop) is compared; a key an older svm.h5 lacks is unknown and let through.
+    """
     fa = features.attrs
     for key in MATCH_KEYS:
         have = classifier.attrs.get(f"features_{key}")
-        want = fa.get(key)
-        if have is not None and want is not None and np.asarray(have).tolist() != np.asarray(want).tolist():
+        want = fa.get(key, ABSENT_MEANS.get(key))
+        if have is not None and want is not None and not _same(have, want):
             raise FeatkitError(
                 f"{classifier.source} was trained on other features ({key}: {have} there, {want} in "
                 f"{features.path}); train an SVM on these features (svm-train)"
@@ -116,6 +113,14 @@ def check_matches(classifier: LinearClassifier, features: FeatureFile, *, need_s
             f"{classifier.source} has another class list than {features.path} "
             f"({len(classifier.classes)} vs {len(features.classes)} classes); train an SVM on these features"
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal provenance values: numbers to float32 precision (mean, std), anything else exactly."""
+    x, y = np.asarray(a), np.asarray(b)
+    if x.dtype.kind in "fiu" and y.dtype.kind in "fiu" and x.shape == y.shape:
+        return bool(np.allclose(x, y, rtol=1e-6, atol=0.0))
+    return bool(x.tolist() == y.tolist())
 
 
 def classifier_for(features: FeatureFile, svm_path: str | Path | None) -> LinearClassifier:

@@ -20,9 +20,11 @@ from PIL import Image, UnidentifiedImageError
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.maps import CamOptions
 from featkit.errors import FeatkitError
+from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
+from featkit.outputs import check_output_folder
 from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, write_gallery
 
 MODES: tuple[str, ...] = ("gt", "top1", "top5")
@@ -93,11 +95,10 @@ def render_cams(
         raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
     if which not in MODES:
         classifier.class_index(which)  # a clear error for unknown names before any work
+    require_usable(features)
     idx = features.check_rows(rows)
     files = _image_paths(features, idx, root)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FeatkitError(f"output {out} is a file; give a folder for the pictures")
+    out = check_output_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     source = MapSource.of(features, root, device=device)

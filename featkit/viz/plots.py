@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from featkit.cam.boxes import BoxAccuracy
 from featkit.errors import FeatkitError
 from featkit.linear.protocol import Metrics
+from featkit.outputs import check_output_file, check_output_folder
 
 
 def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
@@ -25,10 +26,12 @@ def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
-    """PNG at ``path``, its folder created if needed."""
+    """PNG at ``path``, its folder created if needed (an existing picture is replaced)."""
     target = Path(path)
+    if not target.parent.is_dir():
+        check_output_folder(target.parent).mkdir(parents=True, exist_ok=True)
+    check_output_file(target, overwrite=True, suffixes=(".png",), example="plot.png")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(target, format="png")
     except OSError as exc:
         raise FeatkitError(f"cannot write {target} ({exc.strerror or exc}); choose a writable path") from exc
@@ -76,8 +79,6 @@ def confusion_plot(metrics: Metrics, classes: list[str], path: str | Path, title
     """Row-normalized confusion matrix as a PNG."""
     if metrics.confusion is None:
         raise FeatkitError("a confusion matrix needs single-label data; this dataset is multi-label")
-    if Path(path).suffix.lower() != ".png":
-        raise FeatkitError(f"the confusion matrix is written as PNG; give a file name ending in .png, not {path}")
     cm = metrics.confusion.astype(np.float64)
     cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(classes)

@@ -18,6 +18,7 @@ from featkit.models.caffe.model import (
 from featkit.models.caffe.net import CaffeNet, find_gap
 from featkit.models.caffe.reader import parse_prototxt, read_caffemodel, read_mean_file
 from featkit.models.weights import sha256_of
+from featkit.outputs import check_output_file, check_output_folder
 
 log = logging.getLogger("featkit.caffe")
 
@@ -89,6 +90,9 @@ def convert_caffe(
             raise FeatkitError(f"{deploy.name} is not one of the released CAM models ({', '.join(CAFFE_MODELS)}); "
                                "pass output=FILE.pth")
         output = default_converted_path(name)
+        check_output_folder(Path(output).parent)  # the weights cache: created on save
+    else:
+        check_output_file(output, existing="allow", suffixes=(".pth", ".pt"), example=f"{name or 'model'}.pth")
     mean_bgr, mean_source = _mean(mean, mean_file, prototxt_mean)
     net = CaffeNet(spec)
     gap = find_gap(net)

@@ -181,7 +181,7 @@ def _input(net: Message, layers: list[tuple[Message, bool]], path: Path) -> tupl
         dims = list(net.input_shape[0].dim) if net.input_shape else list(net.input_dim)
     elif layers and not layers[0][1] and layers[0][0].type == "Input":
         first = layers[0][0]
-        name = first.top[0]
+        name = first.top[0] if first.top else ""
         dims = list(first.input_param.shape[0].dim) if first.input_param.shape else []
         skip = 1
     if not name:
