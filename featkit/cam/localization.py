@@ -50,6 +50,7 @@ from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
+from featkit.linear.protocol import refuse_training_rows
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """IoU thresholds of MaxBoxAccV2 (Choe et al.)."""
@@ -301,7 +302,7 @@ def localize(
     A classifier that does not know the dataset's classes (the backbone's
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
-    None.
+    None. Rows the classifier was trained on are refused (FeatkitError).
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise FeatkitError(f"IoU threshold must be in (0, 1], got {iou_threshold}; the paper uses 0.5")
@@ -310,6 +311,7 @@ def localize(
             f"unknown sweep normalization {sweep_normalization!r}; use one of {', '.join(NORMALIZATIONS)}"
         )
     idx = features.check_rows(rows)
+    refuse_training_rows(classifier, features, idx, "images to localize")
     agnostic = not classifier.knows_classes_of(features)
     mapping = None if agnostic else classifier.class_mapping(features)
     labels = features.labels[idx]

@@ -1,7 +1,16 @@
 """Stage 3: linear classifiers on GAP features: the one-vs-all SVM, its svm.h5, the split protocols."""
 
 from featkit.linear.classifier import LinearClassifier, top_classes
-from featkit.linear.protocol import Metrics, ProtocolResult, evaluate, run_protocol, split_rows, train_svm
+from featkit.linear.protocol import (
+    Metrics,
+    ProtocolResult,
+    classifier_fold,
+    evaluate,
+    refuse_training_rows,
+    run_protocol,
+    split_rows,
+    train_svm,
+)
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.linear.svmfile import classifier_for, load_svm, save_svm
 
@@ -11,8 +20,10 @@ __all__ = [
     "OneVsAllLinearSVM",
     "ProtocolResult",
     "classifier_for",
+    "classifier_fold",
     "evaluate",
     "load_svm",
+    "refuse_training_rows",
     "run_protocol",
     "save_svm",
     "split_rows",
