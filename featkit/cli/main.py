@@ -417,6 +417,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
 
 
+def _add_svm_fit_args(p: argparse.ArgumentParser) -> None:
+    """How the one-vs-all SVM is fitted (svm-train, protocol)."""
+    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
+    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
+    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
+    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+
+
 def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
     """How CAMs become boxes (read back by :func:`_cam_options`)."""
     p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
@@ -492,10 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="svm.h5 to write")
     p.add_argument("--split", default="train", help="split to train on (default: train)")
     p.add_argument("--fold", type=int, default=0, help="fold of a random-draw protocol (default 0)")
-    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
-    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
-    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
-    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+    _add_svm_fit_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing svm.h5")
     p.set_defaults(func=_cmd_svm_train)
 
@@ -513,12 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features")
     p.add_argument("-o", "--output", default=None, help="folder to keep each fold's SVM in (svm_fold<k>.h5)")
     p.add_argument("--folds", type=int, default=None, help="only the first N folds (default: all the file defines)")
-    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on each training split) or a value")
-    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
-    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
-    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+    _add_svm_fit_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing svm_fold<k>.h5 files")
     p.set_defaults(func=_cmd_protocol)
+
     def cam_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("features")
         p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
