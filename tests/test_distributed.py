@@ -19,6 +19,8 @@ from featkit.data import open_dataset
 from featkit.errors import FeatkitError
 from featkit.features import ExtractOptions, extract
 from featkit.features.distributed import merge_shards, shard_block, shard_path
+from featkit.features.extractor import ExtractJob
+from featkit.features.pipeline import run_job
 
 # Sharding and merging are logic: the seeded tiny backbone checks them in a fraction of the time.
 OPTIONS = ExtractOptions(model="tiny_test", batch_size=3, workers=0, maps=True, image_size=64)
@@ -185,3 +187,21 @@ def test_torchrun_two_processes_write_the_single_process_file(fake_cub: Callable
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "already complete" in again.stdout
     assert not list(tmp_path.glob("out.rank*"))
+
+
+def test_a_crops_job_merges_with_its_crop_boxes(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
+    """Each shard stores its rows' crop boxes; the merged file equals the single-process crops file."""
+    dataset = open_dataset("cub200", fake_cub(n_classes=2, per_class=5))
+    records = dataset.records()
+    crops = np.array([r.boxes[0] for r in records], dtype=np.float64) + np.arange(len(records))[:, None] * 0.25
+    options = replace(OPTIONS, maps=False)
+    job = ExtractJob(Path(dataset.root), records, dataset.classes(), dataset.split_table(records),
+                     dataset.manifest.name, tmp_path / "single.h5", options, crops=crops, crop_source="gt")
+    run_job(job)
+    out = tmp_path / "out.h5"
+    for rank in range(3):
+        run_job(replace(job, output=out, options=replace(options, rank=rank, world_size=3)))
+    merged = merge_shards([shard_path(out, rank, 3) for rank in range(3)], out)
+    assert_same_file(merged, tmp_path / "single.h5", maps=False)
+    with h5py.File(merged, "r") as h5:
+        np.testing.assert_array_equal(h5["images/crop_box"][:], crops)

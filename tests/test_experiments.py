@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +12,14 @@ import h5py
 import numpy as np
 import pytest
 
+from featkit.cam.maps import CamOptions
 from featkit.cli import main
+from featkit.data.base import ImageRecord
+from featkit.errors import FeatkitError
+from featkit.experiments.crops import predicted_class_boxes
 from featkit.features import FeatureFile
+from featkit.features.extractor import ExtractJob, ExtractOptions, extract_rows
+from featkit.linear import classifier_for
 
 TINY = ["--model", "tiny_test", "--workers", "0", "--batch-size", "4"]
 
@@ -34,16 +42,56 @@ def test_crops_reextract_every_image_and_retrain(tiny_cub: tuple[Path, Path, Pat
     out = tmp_path / f"crops_{boxes}.h5"
     capsys.readouterr()
     assert main(["crops", str(root), str(features), str(svm), "-o", str(out), "--boxes", boxes,
-                 "--workers", "0"]) == 0
+                 "--workers", "0", "--threshold", "0.35"]) == 0
     text = capsys.readouterr().out
     assert re.search(rf"{boxes}\s+crops\s+accuracy\s+\d+\.\d\d %", text), text
     with FeatureFile(out) as crops, FeatureFile(features) as full:
         assert crops.complete and len(crops) == len(full) == 12
         assert crops.paths == full.paths and crops.labels.tolist() == full.labels.tolist()
-        assert str(crops.attrs["crop"]).startswith(boxes)
+        assert str(crops.attrs["crop"]).startswith(boxes) and crops.attrs["crop_method"] == boxes
         assert crops.attrs["backbone"] == "tiny_test" and not crops.has_maps
         # the features of a crop are not those of the whole image
         assert not np.allclose(crops.gap, full.gap)
+        # the file carries the box each row was cut from; images/box keeps the ground truth
+        np.testing.assert_array_equal(crops.box, full.box)
+        assert crops.crop_box is not None and crops.crop_box.shape == (12, 4)
+        if boxes == "gt":
+            np.testing.assert_array_equal(crops.crop_box, full.box.astype(np.float64))
+        else:
+            expected = predicted_class_boxes(full, classifier_for(full, svm), np.arange(12), CamOptions(threshold=0.35))
+            np.testing.assert_array_equal(crops.crop_box, expected)
+            assert crops.attrs["crop_svm"] == str(svm.resolve()) and crops.attrs["crop_threshold"] == 0.35
+            assert crops.attrs["crop_svm_sha256"] == hashlib.sha256(svm.read_bytes()).hexdigest()
+            assert crops.attrs["crop_normalization"] == "max" and crops.attrs["crop_cam_weights"] == "all"
+            assert crops.attrs["crop_svm_split"] == "train" and crops.attrs["crop_svm_fold"] == 0
+        crop, sizes = crops.crop_box, full.sizes.astype(np.float64)
+        area = ((crop[:, 2] - crop[:, 0]) * (crop[:, 3] - crop[:, 1]) / (sizes[:, 0] * sizes[:, 1])).mean()
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert f"crop boxes   12 (images/crop_box, original pixels), mean area {area:.3f} of the image" in info
+    if boxes == "cam":
+        assert f"CAM boxes of {svm.resolve()} (sha256 " in info and "threshold 0.35, normalization max" in info
+    else:
+        assert "ground-truth boxes" in info
+
+
+def test_crops_resume_refuses_other_boxes(tiny_cub: tuple[Path, Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A half-written crops file is resumed only by a run cutting the same boxes."""
+    root, features, svm = tiny_cub
+    out = tmp_path / "crops.h5"
+    with FeatureFile(features) as full:
+        job_boxes = full.box.astype(np.float64)
+        records = [ImageRecord(p, int(label), "", (tuple(b),)) for p, label, b in zip(full.paths, full.labels, full.box)]
+        job = ExtractJob(root, records, full.classes, full.splits, "cub200", out,
+                         ExtractOptions(model="tiny_test", workers=0, batch_size=4), crops=job_boxes, crop_source="gt")
+    extract_rows(job)
+    with h5py.File(out, "r+") as h5:  # as if interrupted after the first batch
+        h5.attrs["rows_done"], h5.attrs["complete"] = 4, False
+    shifted = job_boxes + 1.0
+    with pytest.raises(FeatkitError, match="other crop boxes"):
+        extract_rows(dataclasses.replace(job, crops=shifted))
+    assert extract_rows(job).resumed_from == 4
 
 
 def test_crops_refuse_an_existing_output(tiny_cub: tuple[Path, Path, Path], tmp_path: Path,

@@ -62,6 +62,7 @@ from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
+from featkit.linear.protocol import refuse_training_rows
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """IoU thresholds of MaxBoxAccV2 (Choe et al.)."""
@@ -324,7 +325,7 @@ def localize(
     A classifier that does not know the dataset's classes (the backbone's
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
-    None.
+    None. Rows the classifier was trained on are refused (FeatkitError).
 
     ``protocol`` picks how the sweep scores the scored class's CAM:
     ``"featkit"`` (default; ``sweep_normalization`` and ``sweep_thresholds``
@@ -349,6 +350,7 @@ def localize(
         if protocol == "wsol" else None
     require_usable(features)
     idx = features.check_rows(rows)
+    refuse_training_rows(classifier, features, idx, "images to localize")
     agnostic = not classifier.knows_classes_of(features)
     mapping = None if agnostic else classifier.class_mapping(features)
     labels = features.labels[idx]

@@ -157,7 +157,7 @@ def _cmd_units(args: argparse.Namespace) -> int:
 def _cmd_crops(args: argparse.Namespace) -> int:
     from featkit.experiments.crops import crop_accuracy, extract_crops
     from featkit.features import ExtractOptions, FeatureFile
-    from featkit.linear import classifier_for, evaluate
+    from featkit.linear import classifier_fold, classifier_for, evaluate
 
     options = ExtractOptions(batch_size=args.batch_size, workers=args.workers, device=args.device,
                              overwrite=args.overwrite, on_error="fail")
@@ -165,15 +165,18 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     check_output_file(args.output, existing="allow", example="crops.h5", inputs=[args.features, args.svm])
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
+        args.fold = classifier_fold(classifier, args.fold)
         full = evaluate(classifier, features, "test", args.fold)
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
         try:
-            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options, progress=update)
+            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options,
+                                 cam_options=_cam_options(args), progress=update)
         finally:
             close()
     metrics = crop_accuracy(path, fold=args.fold)
     print(f"wrote {path}")
-    print(f"  full image  accuracy {100 * full.accuracy:6.2f} %  ({full.n_images} test images, {args.svm})")
+    print(f"  full image  accuracy {100 * full.accuracy:6.2f} %  ({full.n_images} test images of fold {args.fold}, "
+          f"{args.svm})")
     print(f"  {args.boxes:<3} crops   accuracy {100 * metrics.accuracy:6.2f} %  (SVM retrained on the crops)")
     return 0
 
@@ -210,7 +213,7 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
 
 def _cmd_cam(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import classifier_for
+    from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import render_cams
 
     check_output_folder(args.output)
@@ -218,6 +221,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
+        args.fold = classifier_fold(classifier, args.fold)
         rows = _select_rows(features, args)
         index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
                             cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device)
@@ -228,13 +232,14 @@ def _cmd_cam(args: argparse.Namespace) -> int:
 def _cmd_localize(args: argparse.Namespace) -> int:
     from featkit.cam import localize
     from featkit.features import FeatureFile
-    from featkit.linear import classifier_for
+    from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import threshold_curve_plot
 
     if args.output:
         check_output_folder(args.output)
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
+        args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
         report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
@@ -312,12 +317,7 @@ def _cmd_svm_train(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import check_svm_options, save_svm, train_svm
 
-    C: float | Literal["auto"] = "auto"
-    if args.C != "auto":
-        try:
-            C = float(args.C)
-        except ValueError:
-            raise FeatkitError(f"--C must be 'auto' or a finite positive number, got {args.C!r}") from None
+    C = _parse_C(args.C)
     check_svm_options(C, args.jobs)
     # fail before minutes of training
     out = check_output_file(args.output, overwrite=args.overwrite, example="svm.h5", inputs=[args.features])
@@ -335,17 +335,33 @@ def _cmd_svm_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_C(value: str) -> float | Literal["auto"]:
+    """'auto' or a finite positive float (the library's check_svm_options says what is allowed)."""
+    from featkit.linear import check_svm_options
+
+    if value == "auto":
+        return "auto"
+    try:
+        C = float(value)
+    except ValueError:
+        raise FeatkitError(f"--C must be 'auto' or a finite positive number, got {value!r}") from None
+    check_svm_options(C, None)
+    return C
+
+
 def _cmd_svm_eval(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import classifier_for, evaluate
+    from featkit.linear import classifier_fold, classifier_for, evaluate
     from featkit.viz import confusion_plot
 
     if args.confusion:
         check_output_file(args.confusion, overwrite=True, suffixes=(".png",), example="confusion.png")
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
-        metrics = evaluate(classifier, features, args.split, args.fold)
-        print(f"{features.path} / {classifier.source}: split {args.split}, fold {args.fold}, {metrics.n_images} images")
+        fold = classifier_fold(classifier, args.fold)
+        metrics = evaluate(classifier, features, args.split, fold)
+        own = " (the SVM's training fold)" if args.fold is None and "trained_fold" in classifier.attrs else ""
+        print(f"{features.path} / {classifier.source}: split {args.split}, fold {fold}{own}, {metrics.n_images} images")
         if classifier.training_note():
             print(f"  {classifier.training_note()}")
         if np.isnan(metrics.map):
@@ -362,6 +378,45 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
         if args.confusion:
             path = confusion_plot(metrics, classifier.classes, args.confusion)
             print(f"wrote {path}")
+    return 0
+
+
+def _cmd_protocol(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.linear import Metrics, OneVsAllLinearSVM, run_protocol, save_svm
+    from featkit.linear.protocol import dataset_metric
+
+    C = _parse_C(args.C)
+    out = Path(args.output) if args.output else None
+    with FeatureFile(args.features) as features:
+        n_folds = features.splits.shape[1] if args.folds is None else min(args.folds, features.splits.shape[1])
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise FeatkitError(f"-o {out} is a file; give a folder for the per-fold svm_fold<k>.h5 files")
+            taken = [out / f"svm_fold{k}.h5" for k in range(n_folds) if (out / f"svm_fold{k}.h5").exists()]
+            if taken and not args.overwrite:  # fail before minutes of training
+                raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
+            out.mkdir(parents=True, exist_ok=True)
+        metric = dataset_metric(features)
+        print(f"{features.path}: {n_folds} folds, train on 'train', score 'test', metric {metric}")
+
+        def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
+            chosen = np.unique(svm.C_)
+            c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C in [{chosen.min():g}, {chosen.max():g}]"
+            scores = (f"mAP {100 * m.map:6.2f} %" if not np.isnan(m.map) else
+                      f"accuracy {100 * m.accuracy:6.2f} %, mean per-class {100 * m.mean_per_class_accuracy:6.2f} %")
+            saved = ""
+            if out is not None:
+                path = save_svm(out / f"svm_fold{fold}.h5", svm, features.classes, features, trained_on,
+                                overwrite=args.overwrite)
+                saved = f" -> {path}"
+            print(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
+                  flush=True)
+
+        result = run_protocol(features, metric, n_folds, on_fold=fold_done, C=C, normalize=args.normalize,
+                              per_class_C=args.per_class_C, n_jobs=args.jobs)
+    spread = "mean +- std" if len(result.per_fold) > 1 else "one fold"
+    print(f"{metric} over {len(result.per_fold)} folds: {result} % ({spread})")
     return 0
 
 
@@ -384,6 +439,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="local state dict .pth instead of the default weights ('random' for untrained)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
+
+
+def _add_svm_fit_args(p: argparse.ArgumentParser) -> None:
+    """How the one-vs-all SVM is fitted (svm-train, protocol)."""
+    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
+    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
+    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
+    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+
+
+def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
+    """How CAMs become boxes (read back by :func:`_cam_options`)."""
+    p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
+                   help="CAM normalization before thresholding (paper: max)")
+    p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+    p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
+                   help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,10 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="svm.h5 to write")
     p.add_argument("--split", default="train", help="split to train on (default: train)")
     p.add_argument("--fold", type=int, default=0, help="fold of a random-draw protocol (default 0)")
-    p.add_argument("--C", dest="C", default="auto", help="'auto' (cross-validated on the training split) or a value")
-    p.add_argument("--normalize", default="l2", choices=["l2", "none"], help="feature normalization (default l2)")
-    p.add_argument("--per-class-C", action="store_true", help="choose C per class instead of one shared C")
-    p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
+    _add_svm_fit_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing svm.h5")
     p.set_defaults(func=_cmd_svm_train)
 
@@ -465,21 +534,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features")
     p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's own classifier")
     p.add_argument("--split", default="test")
-    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--fold", type=int, default=None,
+                   help="fold to score (default: the SVM's training fold; a fold sharing its training images is refused)")
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
     p.set_defaults(func=_cmd_svm_eval)
+
+    p = sub.add_parser("protocol", help="train and score an SVM on every fold of the split protocol: mean +- std")
+    p.add_argument("features")
+    p.add_argument("-o", "--output", default=None, help="folder to keep each fold's SVM in (svm_fold<k>.h5)")
+    p.add_argument("--folds", type=int, default=None, help="only the first N folds (default: all the file defines)")
+    _add_svm_fit_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing svm_fold<k>.h5 files")
+    p.set_defaults(func=_cmd_protocol)
+
     def cam_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("features")
         p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
         p.add_argument("--split", default="test", help="split to draw from (default: test)")
-        p.add_argument("--fold", type=int, default=0)
+        p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
         p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
-        p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
-                       help="CAM normalization before thresholding (paper: max)")
-        p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
-        p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
-                       help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
+        _add_cam_option_args(p)
         p.add_argument("--device", default="auto")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
@@ -519,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("svm", help="svm.h5 whose predicted-class CAMs give the boxes")
     p.add_argument("-o", "--output", required=True, help="crops features file to write (or resume)")
     p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
-    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
+    _add_cam_option_args(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto")

@@ -4,6 +4,10 @@ The CAM of the predicted class gives a box for every train and test image;
 the backbone re-extracts features from those crops (same weights, same input
 size), and a new one-vs-all SVM is trained and scored on them. The same with
 the ground-truth boxes gives the upper bound the paper reports beside it.
+
+The crops file records what it was cut from, so a Table 4 row can be audited:
+``images/crop_box`` holds every row's box and the ``crop_*`` root attributes
+the method, the CAM options and the source SVM (path, sha256, training fold).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.protocol import Metrics, evaluate, train_svm
+from featkit.models.weights import sha256_of
 
 BOX_SOURCES = ("cam", "gt")
 
@@ -48,6 +53,29 @@ def predicted_class_boxes(
         positions = np.array([where[int(r)] for r in part])
         boxes[positions] = boxer.boxes(maps, predicted[positions], features.sizes[part])
     return boxes
+
+
+def crop_provenance(method: str, classifier: LinearClassifier, cam_options: CamOptions) -> dict[str, object]:
+    """Root attributes of a crops file: how its boxes were made (``crop`` stays the one-line summary)."""
+    if method == "gt":
+        return {"crop": "gt", "crop_method": "gt"}
+    source = Path(classifier.source)
+    attrs: dict[str, object] = {
+        "crop": (f"cam:{classifier.source}:threshold={cam_options.threshold}:"
+                 f"normalization={cam_options.normalization}:weights={cam_options.weights}"),
+        "crop_method": "cam",
+        "crop_svm": str(source.resolve()) if not classifier.is_head else "head",
+        "crop_threshold": float(cam_options.threshold),
+        "crop_normalization": cam_options.normalization,
+        "crop_cam_weights": cam_options.weights,
+        "crop_upsample": cam_options.upsample,
+    }
+    if not classifier.is_head and source.is_file():
+        attrs["crop_svm_sha256"] = sha256_of(source)
+    if "trained_fold" in classifier.attrs:
+        attrs["crop_svm_split"] = str(classifier.attrs.get("trained_split", ""))
+        attrs["crop_svm_fold"] = int(classifier.attrs["trained_fold"])
+    return attrs
 
 
 @dataclass(frozen=True)
@@ -88,10 +116,9 @@ def extract_crops(
                 f"{int(missing.sum())} images of {features.path} have no ground-truth box; "
                 "boxes='gt' needs a box per image (CUB), use boxes='cam'"
             )
-        source = "gt"
     else:
         crop = predicted_class_boxes(features, classifier, rows, cam_options, root)
-        source = f"cam:{classifier.source}:threshold={cam_options.threshold}"
+    provenance = crop_provenance(boxes, classifier, cam_options)
     attrs = features.attrs
     labels, paths, all_boxes = features.labels, features.paths, features.boxes_of()
     records = [ImageRecord(paths[i], int(labels[i]), "", tuple(map(tuple, all_boxes[i].tolist())))
@@ -103,7 +130,7 @@ def extract_crops(
         on_error=base.on_error, overwrite=base.overwrite, precision=str(attrs.get("precision", "float32")),
     )
     run_job(ExtractJob(Path(root), records, features.classes, features.splits, str(attrs["dataset"]), Path(output),
-                       options, progress, crops=crop, crop_source=source))
+                       options, progress, crops=crop, crop_source=str(provenance.pop("crop")), extra=provenance))
     return Path(output)
 
 

@@ -115,7 +115,7 @@ def _merged_output_is_complete(job: ExtractJob) -> bool:
     """True when ``job.output`` is this job's finished merged file; FeatkitError when it is anything else."""
     spec, model, weights = load_backbone(job.options.model, job.options.weights)
     provenance = job_provenance(job, spec, model, weights.identifier, weights.sha256)
-    if not FeatureWriter.is_complete(job.output, provenance, job.records):
+    if not FeatureWriter.is_complete(job.output, provenance, job.records, job.crops):
         raise FeatkitError(f"{job.output} holds an unfinished single-process run; resume it with world_size=1, "
                            "or pass overwrite=True to start again in shards")
     return True
@@ -305,7 +305,8 @@ def _write_merged(shards: list[h5py.File], partial: Path) -> None:
         group = first["head"]
         head = Head(group["weight"][:], group["bias"][:], list(group["classes"].asstr()[:]))
     classes = list(first["classes"].asstr()[:])
-    writer = FeatureWriter.open(partial, provenance, records, classes, splits, head, overwrite=True)
+    crops = np.concatenate([h["images/crop_box"][:] for h in shards]) if "images/crop_box" in first else None
+    writer = FeatureWriter.open(partial, provenance, records, classes, splits, head, overwrite=True, crop_boxes=crops)
     with writer:
         writer.h5.attrs["created"] = min(str(h.attrs["created"]) for h in shards)
         row = 0

@@ -114,7 +114,8 @@ class ExtractJob:
     options: ExtractOptions = ExtractOptions()
     progress: Progress | None = field(default=None, compare=False)
     crops: np.ndarray | None = None
-    """(N, 4) boxes in original pixels: every row is then the features of that box (paper Table 4)."""
+    """(N, 4) boxes in original pixels: every row is then the features of that box (paper Table 4),
+    stored as ``images/crop_box``."""
     crop_source: str = ""
     """What the crop boxes are (recorded as the ``crop`` attribute)."""
     extra: dict[str, object] = field(default_factory=dict)
@@ -267,7 +268,7 @@ def extract_rows(job: ExtractJob) -> ExtractResult:
                         else [str(i) for i in range(model.head.out_features)])
         head = Head(model.head.weight.detach().numpy(), model.head.bias.detach().numpy(), head_classes)
     writer = FeatureWriter.open(job.output, provenance, job.records, job.classes, job.splits, head,
-                                overwrite=options.overwrite)
+                                overwrite=options.overwrite, crop_boxes=job.crops)
     with writer:
         start = writer.rows_done
         total = len(job.records)

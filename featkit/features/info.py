@@ -67,6 +67,7 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         with_box = int((~np.isnan(box).any(axis=1)).sum())
         total_boxes = f.h5["images/boxes"].shape[0]
         lines.append(f"  boxes        {with_box} images with a box, {total_boxes} boxes in all (original pixels)")
+        lines.extend(_crop_lines(f))
         status = f.status
         lines.append(f"  status       {int((status == STATUS_OK).sum())} ok, {int((status == STATUS_FAILED).sum())} unreadable")
         for err in [e for e in f.errors if e][:5]:
@@ -91,6 +92,37 @@ def _damaged(f: FeatureFile, problems: list[str], check: bool) -> str:
              f"  DAMAGED      {len(problems)} problem{'s' if len(problems) > 1 else ''} found:"]
     lines += [f"    {p}" for p in problems]
     return "\n".join(lines)
+
+
+def _crop_lines(f: FeatureFile) -> list[str]:
+    """How a crops file's boxes were made and what they cover (nothing for a whole-image file)."""
+    a = f.attrs
+    crop = f.crop_box
+    if crop is None and "crop" not in a:
+        return []
+    method = str(a.get("crop_method") or str(a.get("crop", "")).split(":")[0])
+    if method == "cam":
+        sha = str(a.get("crop_svm_sha256") or "")
+        trained = (f", trained on {a.get('crop_svm_split')} fold {a.get('crop_svm_fold')}"
+                   if "crop_svm_fold" in a else "")
+        source = (f"CAM boxes of {a.get('crop_svm', '?')}" + (f" (sha256 {sha[:12]}...{trained})" if sha else trained)
+                  + f"; threshold {a.get('crop_threshold')}, normalization {a.get('crop_normalization')}, "
+                  f"weights {a.get('crop_cam_weights')}")
+    elif method == "gt":
+        source = "ground-truth boxes (images/box)"
+    else:
+        source = str(a.get("crop"))
+    lines = [f"  crops        {source}"]
+    if crop is None:
+        lines.append("  crop boxes   not stored (file written before images/crop_box existed)")
+        return lines
+    sizes = f.sizes.astype(np.float64)
+    known = (sizes > 0).all(axis=1) & np.isfinite(crop).all(axis=1)
+    area = (crop[:, 2] - crop[:, 0]).clip(min=0) * (crop[:, 3] - crop[:, 1]).clip(min=0)
+    fraction = area[known] / (sizes[known, 0] * sizes[known, 1])
+    mean = f"{float(fraction.mean()):.3f}" if fraction.size else "-"
+    lines.append(f"  crop boxes   {len(crop)} (images/crop_box, original pixels), mean area {mean} of the image")
+    return lines
 
 
 def _fmt(values: object) -> str:

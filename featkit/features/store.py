@@ -12,6 +12,12 @@ Layout (schema 1):
   ``images/boxes`` (M, 4) with ``images/boxes_image`` (M) for every box,
   ``images/status`` (N) 0 pending / 1 ok / 2 unreadable, ``images/error`` (N),
   ``images/attributes`` (N, C) for multi-label datasets.
+- crops files (paper Table 4, ``featkit crops``) add ``images/crop_box`` (N, 4)
+  float64, the box each row's features were extracted from, (x0, y0, x1, y1)
+  in original pixels (``images/box`` keeps the ground truth), and root attrs
+  ``crop`` (one-line summary), ``crop_method`` (``cam`` or ``gt``) and, for CAM
+  boxes, ``crop_svm`` (path), ``crop_svm_sha256``, ``crop_svm_fold``,
+  ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``.
 - ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
   (N, K, h, w) float16 chunked per image and compressed (optional),
   ``head/weight`` (C0, K), ``head/bias`` (C0), ``head/classes`` (C0).
@@ -32,6 +38,7 @@ job) and ``shard_total``; merging the shards gives the file one process writes.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -101,14 +108,16 @@ class FeatureWriter:
         splits: np.ndarray,
         head: Head | None = None,
         overwrite: bool = False,
+        crop_boxes: np.ndarray | None = None,
     ) -> FeatureWriter:
         """Resume ``path`` when it holds an unfinished run of the same job, else create it.
 
+        ``crop_boxes`` (N, 4): the box each row is extracted from, stored as ``images/crop_box``.
         Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
         """
         path = check_output_file(path, existing="allow", example="features.h5")
         if path.exists() and not overwrite:
-            handle = cls._open_for_resume(path, provenance, records)
+            handle = cls._open_for_resume(path, provenance, records, crop_boxes=crop_boxes)
             return cls(path, handle)
         # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
         # place, so a run killed while creating it leaves no half-written file at ``path``.
@@ -118,7 +127,7 @@ class FeatureWriter:
         except OSError as exc:
             raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable output path") from exc
         try:
-            cls._create_layout(handle, provenance, records, classes, splits, head)
+            cls._create_layout(handle, provenance, records, classes, splits, head, crop_boxes)
         except BaseException:
             handle.close()
             partial.unlink(missing_ok=True)
@@ -128,17 +137,19 @@ class FeatureWriter:
         return cls(path, h5py.File(path, "r+"))
 
     @classmethod
-    def is_complete(cls, path: str | Path, provenance: Provenance, records: Sequence[ImageRecord]) -> bool:
+    def is_complete(cls, path: str | Path, provenance: Provenance, records: Sequence[ImageRecord],
+                    crop_boxes: np.ndarray | None = None) -> bool:
         """Whether ``path`` (which must exist) is a finished file of this job; FeatkitError if of another job.
 
         Read-only, so several processes may ask at once.
         """
-        with cls._open_for_resume(Path(path), provenance, records, mode="r") as handle:
+        with cls._open_for_resume(Path(path), provenance, records, mode="r", crop_boxes=crop_boxes) as handle:
             return bool(handle.attrs["complete"])
 
     @staticmethod
     def _open_for_resume(
-        path: Path, provenance: Provenance, records: Sequence[ImageRecord], mode: str = "r+"
+        path: Path, provenance: Provenance, records: Sequence[ImageRecord], mode: str = "r+",
+        crop_boxes: np.ndarray | None = None,
     ) -> h5py.File:
         try:
             handle = h5py.File(path, mode)
@@ -163,6 +174,16 @@ class FeatureWriter:
             raise FeatkitError(
                 f"{path} lists other images than the dataset at this root; choose another output or pass overwrite=True"
             )
+        stored_crops = handle["images/crop_box"][:] if "images/crop_box" in handle else None
+        same_crops = (stored_crops is None and crop_boxes is None) or (
+            stored_crops is not None and crop_boxes is not None
+            and np.array_equal(stored_crops, np.asarray(crop_boxes, dtype=np.float64), equal_nan=True))
+        if not same_crops:
+            handle.close()
+            raise FeatkitError(
+                f"{path} holds features of other crop boxes than this run's; choose another output or pass "
+                "overwrite=True to replace it"
+            )
         return handle
 
     @staticmethod
@@ -173,6 +194,7 @@ class FeatureWriter:
         classes: Sequence[str],
         splits: np.ndarray,
         head: Head | None,
+        crop_boxes: np.ndarray | None = None,
     ) -> None:
         n, k = len(records), provenance.channels
         h5.attrs.update(provenance.attrs(n))
@@ -189,6 +211,11 @@ class FeatureWriter:
         images.create_dataset("box", data=main)
         images.create_dataset("boxes", data=every)
         images.create_dataset("boxes_image", data=owners)
+        if crop_boxes is not None:
+            crop = np.asarray(crop_boxes, dtype=np.float64)
+            if crop.shape != (n, 4):
+                raise ValueError(f"crop_boxes must be ({n}, 4), got {crop.shape}")
+            images.create_dataset("crop_box", data=crop)
         images.create_dataset("status", shape=(n,), dtype=np.int8, fillvalue=STATUS_PENDING)
         images.create_dataset("error", shape=(n,), dtype=_STR)
         if any(r.attributes is not None for r in records):
@@ -301,6 +328,11 @@ class FeatureFile:
         return list(self.h5["images/path"].asstr()[:])
 
     @cached_property
+    def images_sha256(self) -> str:
+        """sha256 of the image list (paths in row order): whether row i means the same image in two files."""
+        return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
+
+    @cached_property
     def labels(self) -> np.ndarray:
         return self._read_only(self.h5["images/label"][:])
 
@@ -332,6 +364,11 @@ class FeatureFile:
         for i in np.unique(owners):
             out[int(i)] = boxes[owners == i]
         return out
+
+    @cached_property
+    def crop_box(self) -> np.ndarray | None:
+        """(N, 4) box each row's features were extracted from (a crops file), else None."""
+        return self._read_only(self.h5["images/crop_box"][:]) if "images/crop_box" in self.h5 else None
 
     def boxes_of(self) -> list[np.ndarray]:
         """Every ground-truth box, one (n_i, 4) array per image."""

@@ -63,9 +63,14 @@ class LinearClassifier:
     def from_estimator(
         cls, svm: OneVsAllLinearSVM, classes: Sequence[str], source: str = "svm", attrs: dict[str, Any] | None = None
     ) -> LinearClassifier:
-        """The weights of a fitted :class:`OneVsAllLinearSVM` with the dataset's class names."""
+        """The weights of a fitted :class:`OneVsAllLinearSVM` with the dataset's class names.
+
+        What ``train_svm`` recorded on the SVM (``trained_on_``) becomes ``trained_*`` attributes,
+        so scoring it refuses its training rows as it does for an svm.h5.
+        """
+        recorded = trained_attrs(getattr(svm, "trained_on_", {}))
         return cls(np.asarray(svm.coef_, np.float64), np.asarray(svm.intercept_, np.float64), list(classes),
-                   svm.normalize, source, "svm", dict(attrs or {}))
+                   svm.normalize, source, "svm", {**recorded, **(attrs or {})})
 
     @classmethod
     def from_head(cls, head: Head, features_attrs: dict[str, Any]) -> LinearClassifier:
@@ -111,6 +116,11 @@ class LinearClassifier:
                 "classes: train an SVM on these features (svm-train)"
             )
         return np.array([known[c] for c in features.classes], dtype=np.int64)
+
+
+def trained_attrs(trained_on: dict[str, Any]) -> dict[str, Any]:
+    """``train_svm``'s record as the ``trained_*`` attributes an svm.h5 (and its classifier) carries."""
+    return {f"trained_{key}": value for key, value in trained_on.items()}
 
 
 def top_classes(scores: np.ndarray, k: int = TOP_K) -> np.ndarray:

@@ -4,12 +4,19 @@ Rows used are those with a readable image (status ok) and a label (or
 attribute targets for multi-label data); the split column of the chosen fold
 says which are train and test. Metrics: accuracy, mean per-class accuracy,
 top-5 and a confusion matrix; mean average precision for multi-label data.
+
+A classifier is never scored on rows it was trained on: an SVM records its
+training rows (and the image list they index), scoring defaults to the SVM's
+own fold (``fold=None``), and :func:`refuse_training_rows` refuses any
+overlap, so a fold-1 SVM cannot be scored on fold 0's test split (which holds
+fold-1 training images) by accident.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -70,6 +77,9 @@ def train_svm(
 
     Training on 'test' is allowed (a deliberate upper bound); the split is recorded in what it was
     trained on, and :meth:`LinearClassifier.training_note` makes every later report say so.
+
+    The record (split, fold, n_images, rows, images_sha256 of the file's image list) is also
+    kept on the SVM as ``trained_on_``, for :meth:`LinearClassifier.from_estimator` and svm.h5.
     """
     check_svm_options(C, n_jobs)
     require_usable(features)
@@ -97,7 +107,54 @@ def train_svm(
     svm = OneVsAllLinearSVM(C=C, cv=cv, normalize=normalize, per_class_C=per_class_C, n_jobs=n_jobs,
                             multilabel=multilabel(features))
     svm.fit(gap, y)
-    return svm, {"split": split, "fold": fold, "n_images": int(rows.size)}
+    trained_on = {"split": split, "fold": fold, "n_images": int(rows.size), "rows": rows,
+                  "images_sha256": features.images_sha256}
+    svm.trained_on_ = trained_on  # LinearClassifier.from_estimator keeps it, so scoring can refuse these rows
+    return svm, trained_on
+
+
+def classifier_fold(classifier: LinearClassifier, fold: int | None) -> int:
+    """``fold``; when None the fold the classifier was trained on (0 for a head or an SVM without one)."""
+    if fold is not None:
+        return int(fold)
+    trained = classifier.attrs.get("trained_fold")
+    return 0 if classifier.is_head or trained is None else int(trained)
+
+
+def training_rows(classifier: LinearClassifier, features: FeatureFile) -> np.ndarray | None:
+    """Rows of ``features`` the classifier was trained on; None when none of them is in this file.
+
+    The rows are compared only when the SVM's image list is this file's (same paths in the same
+    order: the features file itself, a copy, or a crops file of it). An svm.h5 from before the
+    rows were stored falls back to its split and fold in this file's table, if it is of this dataset.
+    """
+    if classifier.is_head:
+        return None
+    a = classifier.attrs
+    rows, digest = a.get("trained_rows"), a.get("trained_images_sha256")
+    if rows is not None and digest is not None:
+        return np.asarray(rows, dtype=np.int64) if digest == features.images_sha256 else None
+    split, fold = a.get("trained_split"), a.get("trained_fold")
+    if split is None or fold is None or a.get("features_dataset") != features.attrs.get("dataset"):
+        return None
+    if not 0 <= int(fold) < features.splits.shape[1]:
+        return None
+    return np.flatnonzero(features.splits[:, int(fold)] == split)
+
+
+def refuse_training_rows(classifier: LinearClassifier, features: FeatureFile, rows: Sequence[int] | np.ndarray,
+                         what: str) -> None:
+    """FeatkitError when any of ``rows`` (``what``: "images of split 'test' of fold 0") trained ``classifier``."""
+    trained = training_rows(classifier, features)
+    if trained is None:
+        return
+    shared = np.intersect1d(np.asarray(rows, dtype=np.int64), trained)
+    if shared.size:
+        split, fold = classifier.attrs.get("trained_split"), classifier.attrs.get("trained_fold")
+        raise FeatkitError(
+            f"{shared.size} of the {len(rows)} {what} are training images of {classifier.source} "
+            f"(split {split!r} of fold {fold}); score its own fold (fold={fold}) or train an SVM on the fold you score"
+        )
 
 
 def check_svm_options(C: float | str, n_jobs: int | None) -> None:
@@ -153,15 +210,21 @@ def score(scores: np.ndarray, y: np.ndarray, classes: list[str], is_multilabel: 
     )
 
 
-def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int = 0,
+def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int | None = None,
              splits: np.ndarray | None = None) -> Metrics:
+    """Scores of ``classifier`` on ``split`` of ``fold`` (None: the classifier's own training fold).
+
+    Refuses (FeatkitError) rows the classifier was trained on.
+    """
     require_usable(features)
+    fold = classifier_fold(classifier, fold)
     if classifier.classes != features.classes:
         raise FeatkitError(
             f"{classifier.source} predicts {len(classifier.classes)} other classes than the "
             f"{len(features.classes)} of {features.path}; evaluate an SVM trained on these features"
         )
     rows = split_rows(features, split, fold, splits)
+    refuse_training_rows(classifier, features, rows, f"images of split {split!r} of fold {fold}")
     scores = classifier.decision_function(features.gap[rows])
     return score(scores, targets(features, rows), classifier.classes, multilabel(features))
 
@@ -172,6 +235,8 @@ class ProtocolResult:
 
     metric: str
     per_fold: list[float]
+    metrics: list[Metrics] = field(default_factory=list)
+    """Every score of each fold, in fold order."""
 
     @property
     def mean(self) -> float:
@@ -179,6 +244,7 @@ class ProtocolResult:
 
     @property
     def std(self) -> float:
+        """Population standard deviation over the folds (numpy's default, ddof=0)."""
         return float(np.std(self.per_fold)) if len(self.per_fold) > 1 else 0.0
 
     def __str__(self) -> str:
@@ -186,15 +252,32 @@ class ProtocolResult:
         return f"{pct:.2f} +- {100 * self.std:.2f}" if len(self.per_fold) > 1 else f"{pct:.2f}"
 
 
+def dataset_metric(features: FeatureFile) -> str:
+    """The metric the dataset's manifest reports (mAP for multi-label data, else accuracy when unknown)."""
+    from featkit.data import load_manifest, manifest_names
+
+    name = str(features.attrs.get("dataset", ""))
+    if name in manifest_names():
+        return load_manifest(name).metric
+    return "map" if multilabel(features) else "accuracy"
+
+
+FoldDone = Callable[[int, OneVsAllLinearSVM, dict[str, Any], Metrics], None]
+"""``on_fold(fold, svm, trained_on, metrics)``: called after each fold (to save its SVM, print its line)."""
+
+
 def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, splits: np.ndarray | None = None,
-                 **svm_options: Any) -> ProtocolResult:
+                 on_fold: FoldDone | None = None, **svm_options: Any) -> ProtocolResult:
     """Train on 'train' and score on 'test' for each fold (all folds of the file by default)."""
     table = features.splits if splits is None else splits
     n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
-    values = []
+    values, scores = [], []
     for fold in range(n_folds):
-        svm, _ = train_svm(features, fold=fold, splits=table, **svm_options)
-        classifier = LinearClassifier.from_estimator(svm, features.classes)
-        values.append(evaluate(classifier, features, "test", fold, table).value(metric))
+        svm, trained_on = train_svm(features, fold=fold, splits=table, **svm_options)
+        classifier = LinearClassifier.from_estimator(svm, features.classes, f"SVM of fold {fold}")
+        scores.append(evaluate(classifier, features, "test", fold, table))
+        values.append(scores[-1].value(metric))
         log.info("fold %d: %s %.4f", fold, metric, values[-1])
-    return ProtocolResult(metric, values)
+        if on_fold is not None:
+            on_fold(fold, svm, trained_on, scores[-1])
+    return ProtocolResult(metric, values, scores)

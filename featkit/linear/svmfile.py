@@ -2,7 +2,10 @@
 
 svm.h5 holds ``weight`` (C, K), ``bias`` (C), ``classes`` (C), ``C`` and the
 CV curve, and attributes: the solver and its options, the feature
-normalization, the provenance of the features and what the SVM was trained on.
+normalization, the provenance of the features and what the SVM was trained on
+(``trained_split``, ``trained_fold``, ``trained_n_images``,
+``trained_images_sha256`` of the image list, and the rows in ``trained/rows``,
+so scoring can refuse them).
 It is written atomically; :func:`classifier_for` refuses an SVM whose feature
 provenance differs from the features it is applied to.
 """
@@ -22,7 +25,7 @@ from featkit import __version__
 from featkit.errors import FeatkitError
 from featkit.features.schema import ABSENT_MEANS, MATCH_KEYS
 from featkit.features.store import FeatureFile
-from featkit.linear.classifier import LinearClassifier
+from featkit.linear.classifier import LinearClassifier, trained_attrs
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.outputs import check_output_file
 
@@ -64,8 +67,11 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
                 if value is not None:
                     a[f"features_{key}"] = value
             a["features_file"] = str(features.path.resolve())
-            for key, value in trained_on.items():
-                a[f"trained_{key}"] = value
+            for key, value in trained_attrs(trained_on).items():
+                if key == "trained_rows":  # too long for an attribute on large datasets
+                    h5.create_dataset("trained/rows", data=np.asarray(value, dtype=np.int64))
+                else:
+                    a[key] = value
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -82,6 +88,8 @@ def load_svm(path: str | Path) -> LinearClassifier:
             if "weight" not in h5 or h5.attrs.get("kind") != "one-vs-all linear SVM":
                 raise FeatkitError(f"{path} is not a featkit svm.h5 (no SVM weights); use svm-train")
             attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
+            if "trained/rows" in h5:
+                attrs["trained_rows"] = h5["trained/rows"][:]
             return LinearClassifier(h5["weight"][:], h5["bias"][:], list(h5["classes"].asstr()[:]),
                                     str(attrs["normalize"]), str(path), "svm", attrs)
     except OSError as exc:
