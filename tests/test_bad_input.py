@@ -272,10 +272,14 @@ def test_training_on_test_is_recorded_and_said_by_every_report(env: Env, tmp_pat
     assert "note: trained on the test split" in capsys.readouterr().out
     with h5py.File(svm, "r") as h5:
         assert h5.attrs["trained_split"] == "test"
-    assert main(["svm-eval", str(env.feat), str(svm)]) == 0
+    # scoring the test split with it is refused (issue #9: never scored on its training rows) ...
+    assert main(["svm-eval", str(env.feat), str(svm)]) == 2
+    assert "training images of" in capsys.readouterr().err
+    # ... and every report on another split says what it was trained on
+    assert main(["svm-eval", str(env.feat), str(svm), "--split", "train"]) == 0
     assert "was trained on the test split, fold 0" in capsys.readouterr().out
     out = tmp_path / "loc"
-    assert main(["localize", str(env.feat), str(svm), "--no-sweep", "-o", str(out)]) == 0
+    assert main(["localize", str(env.feat), str(svm), "--no-sweep", "--split", "train", "-o", str(out)]) == 0
     assert "trained on the test split" in capsys.readouterr().out
     assert "trained on the test split" in (out / "localization.md").read_text()
     assert '"classifier_trained_on": "test split, fold 0"' in (out / "localization.json").read_text()
