@@ -61,10 +61,12 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, v
 from featkit.errors import FeatkitError
 
 __all__ = [
+    "C_RULE",
     "DEFAULT_C_GRID",
     "OneVsAllLinearSVM",
     "average_precision",
     "cross_validate_C",
+    "describe_C_grid",
     "mean_average_precision",
     "normalize_rows",
 ]
@@ -363,22 +365,33 @@ def cross_validate_C(
         return grid, np.nanmean(shared, axis=0), np.nanmean(per_class, axis=0)
 
 
-def _pick_C(grid: np.ndarray, scores: np.ndarray) -> float:
-    """The C maximizing the CV curve smoothed over 3 neighbouring grid points.
+#: How ``C="auto"`` picks C from the CV curve; recorded in svm.h5 (``C_rule``).
+C_RULE = "cv-argmax, ties to the smaller C"
 
-    CV accuracy on a few hundred images moves in steps of 1/n_val and is flat
-    over a wide range of C, so the raw arg-max chases single-image noise;
-    averaging over a factor-4 window picks the middle of the plateau (on the
-    CUB features: +0.2 points over 20 random splits, see the module
-    docstring). Ties go to the smaller C: stronger regularization, smoother
-    CAM weights. NaN scores (no positives) count as the worst.
+
+def _pick_C(grid: np.ndarray, scores: np.ndarray) -> float:
+    """The C of the highest CV score; among equal scores, the smallest C.
+
+    Fixed before looking at any result, as scikit-learn's GridSearchCV and
+    VISSL's SVM trainer do: the arg-max of the curve itself, nothing fitted to
+    its shape. The smaller C on ties is the stronger regularization (smoother
+    CAM weights) at no CV cost. ``grid`` is ascending; NaN scores (a class
+    without positives) count as the worst.
     """
-    s = np.where(np.isnan(scores), -np.inf, scores)
-    if grid.size < 3:
-        return float(grid[int(np.argmax(s))])
-    padded = np.pad(s, 1, mode="edge")
-    smoothed = (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
-    return float(grid[int(np.argmax(smoothed))])
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    return float(grid[int(np.flatnonzero(s == s.max())[0])])
+
+
+def describe_C_grid(grid: Sequence[float] | np.ndarray) -> str:
+    """``"2^-6..2^6 (13 values)"`` for a grid of powers of 2, else ``"0.01..10 (4 values)"``."""
+    g = np.sort(np.asarray(grid, dtype=np.float64).ravel())
+    exponents = np.log2(g)
+    if np.allclose(exponents, np.round(exponents), rtol=0, atol=1e-9):
+        lo, hi = int(round(exponents[0])), int(round(exponents[-1]))
+        span = f"2^{lo}..2^{hi}"
+    else:
+        span = f"{g[0]:.3g}..{g[-1]:.3g}"
+    return f"{span} ({g.size} value{'s' if g.size != 1 else ''})"
 
 
 # --------------------------------------------------------------------------
@@ -427,9 +440,13 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
         Sorted labels; ``arange(C)`` for multi-label.
     C_ : (n_classes,) float64
         The C each class was trained with.
+    C_rule_ : str
+        How C was set: :data:`C_RULE` for ``C="auto"``, ``"fixed"`` otherwise.
     C_grid_, cv_scores_, cv_class_scores_ : only for ``C="auto"``
         The grid, the CV score of the whole classifier per C (G,) and of each
         class (average precision, (G, n_classes)).
+    cv_score_ : float, only for ``C="auto"``
+        The CV score of the whole classifier at the chosen shared C.
     n_features_in_ : int
 
     Notes
@@ -440,8 +457,10 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
     be for a CAM: with a conv map F (H, W, K) whose GAP is f, the map
     ``M_c = F @ coef_[c]`` is the CAM of the raw features, and the image's
     score is ``M_c.mean() / ||f|| + intercept_[c]``. The positive factor
-    ``1 / ||f||`` is shared by all classes of an image, so the ranking of the
-    classes and the shape of every CAM are those of the trained SVM.
+    ``1 / ||f||`` is shared by all classes of an image, so every CAM has the
+    shape (and gives the box) of the trained SVM's weights. Ranking the classes
+    by ``M_c.mean() + intercept_[c]`` would differ (the bias is added after the
+    factor), so featkit ranks them with :meth:`decision_function`.
     """
 
     def __init__(
@@ -564,13 +583,17 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
                 n_jobs=self.n_jobs,
                 random_state=self.random_state,
             )
-            C_ = np.full(n_cols, _pick_C(self.C_grid_, self.cv_scores_))
+            shared_C = _pick_C(self.C_grid_, self.cv_scores_)
+            self.cv_score_ = float(self.cv_scores_[int(np.flatnonzero(self.C_grid_ == shared_C)[0])])
+            C_ = np.full(n_cols, shared_C)
             if self.per_class_C:
                 for j in range(n_cols):
                     if not np.all(np.isnan(self.cv_class_scores_[:, j])):
                         C_[j] = _pick_C(self.C_grid_, self.cv_class_scores_[:, j])
+            self.C_rule_ = C_RULE
         else:
             C_ = np.full(n_cols, float(self.C))
+            self.C_rule_ = "fixed"
         W = _fit_columns(_LiblinearRows(Xn), np.where(Y > 0, 1.0, -1.0), C_, self.tol, self.n_jobs)
         self.C_ = C_
         self.coef_ = np.ascontiguousarray(W[:, :-1])

@@ -59,6 +59,9 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
             a["kind"] = "one-vs-all linear SVM"
             a["solver"] = "liblinear -s 2 (L2-regularized L2-loss SVC, primal) -B 1"
             a["C_mode"] = "auto (cross-validation)" if svm.C == "auto" else "fixed"
+            a["C_rule"] = getattr(svm, "C_rule_", "fixed")
+            if getattr(svm, "cv_score_", None) is not None:
+                a["cv_score"] = float(svm.cv_score_)
             a["per_class_C"] = bool(svm.per_class_C)
             a["cv_folds"] = int(svm.cv)
             a["tol"] = float(svm.tol)
