@@ -47,6 +47,7 @@ from featkit.cam.boxes import (
 )
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.errors import FeatkitError
+from featkit.features.extractor import Progress
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
@@ -287,6 +288,7 @@ def localize(
     sweep_normalization: str = "minmax",
     sweep_thresholds: Sequence[float] | np.ndarray = DEFAULT_SWEEP,
     device: str = "auto",
+    progress: Progress | None = None,
 ) -> LocalizationReport:
     """Score CAM boxes of ``rows`` against their ground-truth boxes.
 
@@ -301,7 +303,7 @@ def localize(
     A classifier that does not know the dataset's classes (the backbone's
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
-    None.
+    None. ``progress(done, total)`` is called after every batch of maps.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise FeatkitError(f"IoU threshold must be in (0, 1], got {iou_threshold}; the paper uses 0.5")
@@ -340,6 +342,8 @@ def localize(
     per_image: list[dict[str, Any]] = []
     sweep_parts: list[BoxAccuracy] = []
     sweep_counts: list[int] = []
+    if progress:
+        progress(0, idx.size)
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         wanted = np.stack([scored_all[pos], top_all[pos, 0]], axis=1)  # (n, 2): scored class, top-1 class
@@ -366,6 +370,8 @@ def localize(
                 sweep_parts.append(max_box_acc(sweep_cams, sweep_gts, None, sweep_thresholds, SWEEP_IOUS,
                                                sweep_normalization))
                 sweep_counts.append(len(sweep_cams))
+        if progress:
+            progress(len(per_image), idx.size)
 
     def rate(key: str) -> float | None:
         return None if agnostic else float(np.mean([bool(r[key]) for r in per_image]))
