@@ -1,7 +1,8 @@
 """svm.h5: one-vs-all SVM weights with the provenance of the features they were trained on.
 
 svm.h5 holds ``weight`` (C, K), ``bias`` (C), ``classes`` (C), ``C`` and the
-CV curve, and attributes: the solver and its options, the feature
+CV curve, and attributes: the solver and its options (``C_mode``, ``C_rule``,
+``cv_folds``, ``cv_score`` of the chosen C), the feature
 normalization, the provenance of the features and what the SVM was trained on.
 It is written atomically; :func:`classifier_for` refuses an SVM whose feature
 provenance differs from the features it is applied to.
