@@ -44,8 +44,9 @@ def _progress_bar(desc: str, unit: str = "img") -> tuple[Callable[[int, int], No
     """Progress on stderr driven by ``(done, total)`` callbacks (the library only calls back).
 
     A tqdm bar on a terminal; otherwise (a batch job's log) one plain line
-    every :data:`PROGRESS_LINE_EVERY_S` seconds and one at the end, with
-    done/total and the speed of this run, so a log shows how fast it went.
+    every :data:`PROGRESS_LINE_EVERY_S` seconds and one when the work is
+    done, with done/total and the speed of this run, so a log shows how fast
+    it went.
     """
     if not sys.stderr.isatty():
         return _progress_lines(desc, unit)
@@ -77,7 +78,7 @@ def _progress_lines(desc: str, unit: str) -> tuple[Callable[[int, int], None], C
         elapsed = time.monotonic() - state["t0"]
         rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
         pct = f" ({100 * done / total:.1f} %)" if total else ""
-        end = "" if not final else " done" if done >= total else " stopped"
+        end = " done" if final else ""
         print(f"{desc}: {done}/{total} {unit}{pct}, {rate:.1f} {unit}/s, {elapsed:.0f} s{end}",
               file=sys.stderr, flush=True)
 
@@ -92,7 +93,9 @@ def _progress_lines(desc: str, unit: str) -> tuple[Callable[[int, int], None], C
             line(done, total, final=False)
 
     def close() -> None:
-        if "t0" in state:
+        # Only a finished run ends with a line: a failed one says why in its one error line, and a run with
+        # nothing to do (already complete) has no speed to report.
+        if "t0" in state and state["first"] < state["done"] >= state["total"]:
             line(int(state["done"]), int(state["total"]), final=True)
 
     return update, close
