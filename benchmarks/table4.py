@@ -64,21 +64,28 @@ def run(root: Path, model: str, work: Path, options: ExtractOptions, sweep: bool
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
+    iou = "IoU >= 0.5"
     rows = [
         ["", "GoogLeNet-GAP (paper, 200 classes)", f"{model} (featkit, {features_n(full_path)} images)"],
         ["SVM on full image", f"{paper['full_image_googlenet_gap']}", pct(full.accuracy)],
         ["SVM on CAM crop", f"{paper['cam_crop_googlenet_gap']}", pct(cam_crop.accuracy)],
         ["SVM on ground-truth box", f"{paper['gt_box_googlenet_gap']}", pct(gt_crop.accuracy)],
-        ["localization, IoU >= 0.5 (top-1 class)", f"{paper['localization_iou50']}", pct(s["top1_loc"])],
-        ["localization, IoU >= 0.5 (GT-known)", "-", pct(s["gt_known_loc"])],
-        ["localization, IoU >= 0.5 (GT-known, positive SVM weights only)", "-",
+        # The paper's figure ("localize the bird", no class named) sits beside both featkit readings of it.
+        [f"localization, {iou}: class-agnostic top-1 CAM loc. (CAM of the predicted class, right or wrong)",
+         f"{paper['localization_iou50']}", pct(s["top1_cam_loc"])],
+        [f"localization, {iou}: GT-known loc. (CAM of the true class)",
+         f"({paper['localization_iou50']})", pct(s["gt_known_loc"])],
+        [f"localization, {iou}: top-1 loc. (predicted class right and box hit)", "-", pct(s["top1_loc"])],
+        [f"localization, {iou}: GT-known loc., positive SVM weights only", "-",
          pct(positive.summary["gt_known_loc"])],
-        ["localization, IoU >= 0.5 (ImageNet-head CAM, top-1 ImageNet class)", "-", pct(head_loc)],
-        ["chance / centre-box baseline", f"{paper['localization_chance']} (chance)", pct(s["center_baseline"])],
-        ["full-image box baseline", "-", pct(s["full_image_baseline"])],
+        [f"localization, {iou}: class-agnostic top-1 CAM loc. of the backbone's ImageNet head "
+         "(top-1 ImageNet class, no CUB training)", "-", pct(head_loc)],
+        ["baseline: chance", f"{paper['localization_chance']}", "-"],
+        [f"baseline: centre box (half the image area, centred), {iou}", "-", pct(s["center_baseline"])],
+        [f"baseline: full-image box, {iou}", "-", pct(s["full_image_baseline"])],
     ]
     if sweep:
-        rows.append(["MaxBoxAcc / MaxBoxAccV2 (GT-known)", "-",
+        rows.append(["MaxBoxAcc / MaxBoxAccV2 (GT-known, best threshold on these images by definition)", "-",
                      f"{pct(s['max_box_acc'])} / {pct(s['max_box_acc_v2'])}"])
     return rows
 
@@ -108,7 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     note = ("\nTable 4 of Zhou et al. (CVPR 2016) on CUB-200-2011: one-vs-all linear SVMs on GAP features of the full "
             "image, of the CAM box of the predicted class, and of the ground-truth box (accuracy, %), and "
-            "weakly supervised localization of the test images (CAM box IoU >= 0.5).\n")
+            "weakly supervised localization of the test images (CAM box IoU >= 0.5, paper rule: 20 % of the "
+            "CAM's max, largest component). The paper's 41.0 % counts the images where the CAM box "
+            "'localizes the bird' without naming a class: closest to featkit's class-agnostic top-1 CAM loc.; "
+            "it is repeated in parentheses beside GT-known loc., the CAM of the true class. featkit does not "
+            "recompute the paper's 5.5 % chance figure (the paper does not say how it was drawn); the centre "
+            "and full-image boxes are featkit's own fixed baselines. MaxBoxAcc takes, by its definition "
+            "(Choe et al., CVPR 2020), the best CAM threshold on the scored images: an upper bound, not a "
+            "tuned method. Every SVM picks C by 3-fold cross-validation "
+            "on its training split (arg-max, ties to the smaller C); no number here was chosen on the test "
+            "split.\n")
     print(write_table(rows, args.out, "table4", note))
     return 0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import sample_root, write_image
+import numpy as np
+from conftest import sample_root, write_features, write_image
 
 from benchmarks import table5
 
@@ -37,3 +38,20 @@ def test_table5_on_the_stanford40_sample(tmp_path: Path) -> None:
     featkit_row = next(line for line in (out / "table5.md").read_text().splitlines() if "(featkit)" in line)
     accuracy = float(featkit_row.strip("|").split("|")[7])
     assert 50.0 <= accuracy <= 100.0
+
+
+def test_svm_design_scores_configurations_inside_the_train_split(tmp_path: Path) -> None:
+    from benchmarks import svm_design
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 12)
+    gap = np.abs(rng.normal(0, 0.3, (36, 8)))
+    gap[np.arange(36), labels] += 2.0
+    splits = np.where(np.arange(36) % 3 == 0, "test", "train")
+    gap[splits == "test"] = np.nan  # the test rows must never be read: NaN there would fail every fit
+    features = write_features(tmp_path / "f.h5", gap, labels, splits, ["a", "b", "c"])
+    out = tmp_path / "results"
+    assert svm_design.main(["--features", str(features), "--folds", "2", "--repeats", "2", "--out", str(out)]) == 0
+    text = (out / "svm_design.md").read_text()
+    assert "| C=auto, l2, shared C (default) | 100.00 +- 0.00 | - |" in text
+    assert "(24 images, 3 classes)" in text and (out / "svm_design.csv").is_file()

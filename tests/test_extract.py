@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -217,3 +219,35 @@ def test_real_samples_with_boxes(name: str, dataset: str, n: int, with_boxes: in
         assert int(np.isfinite(f.box).all(axis=1).sum()) == with_boxes
         assert "BACKGROUND_Google" not in f.classes
         assert not any(p.startswith("101_ObjectCategories/BACKGROUND_Google") for p in f.paths)
+
+
+def test_progress_lines_with_speed_when_stderr_is_not_a_terminal(
+        fake_cub: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch jobs log their speed: capsys' stderr is not a TTY, so tqdm's bar gives way to plain lines."""
+    cli = importlib.import_module("featkit.cli.main")
+
+    assert not sys.stderr.isatty()
+    monkeypatch.setattr(cli, "PROGRESS_LINE_EVERY_S", 0.0)  # a line after every batch
+    root = fake_cub(n_classes=2, per_class=4)
+    assert main(["extract", str(root), "--dataset", "cub200", "--model", "tiny_test", "--image-size", "64",
+                 "--batch-size", "3", "--workers", "0", "-o", str(tmp_path / "f.h5")]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("extract cub200: ")]
+    pattern = r"extract cub200: (\d+)/8 img \([\d.]+ %\), ([\d.]+) img/s, \d+ s( done)?"
+    matches = [re.fullmatch(pattern, ln) for ln in lines]
+    assert all(matches), lines
+    assert [int(m.group(1)) for m in matches] == [3, 6, 8, 8]  # every batch, then the closing line
+    assert matches[-1].group(3) == " done" and float(matches[-1].group(2)) > 0
+
+
+def test_progress_lines_are_periodic(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = importlib.import_module("featkit.cli.main")
+
+    monkeypatch.setattr(cli, "PROGRESS_LINE_EVERY_S", 3600.0)
+    update, close = cli._progress_bar("crops (cam boxes)")
+    for done in range(0, 11, 2):
+        update(done, 10)
+    assert capsys.readouterr().err == ""  # nothing before the period has passed
+    close()
+    assert re.fullmatch(r"crops \(cam boxes\): 10/10 img \(100.0 %\), [\d.]+ img/s, \d+ s done\n",
+                        capsys.readouterr().err)

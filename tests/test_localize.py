@@ -108,8 +108,10 @@ ALL_ROWS = np.arange(len(IMAGES))
 
 def test_known_boxes_are_found_and_scored(tmp_path: Path) -> None:
     with FeatureFile(write_synthetic(tmp_path)) as features:
+        calls: list[tuple[int, int]] = []
         report = localize(features, identity_classifier(), ALL_ROWS, cam_options=NEAREST, batch=2,
-                          sweep_thresholds=FAST_SWEEP, multi_threshold=True)
+                          sweep_thresholds=FAST_SWEEP, multi_threshold=True, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 5), (2, 5), (4, 5), (5, 5)]  # the CLI's progress line: at the start, after every batch
     s = report.summary
     assert s["n_images"] == 5 and s["n_skipped_no_box"] == 1 and s["maps"] == "stored"
     assert s["gt_known_loc"] == 1.0 and s["mean_iou"] == pytest.approx(1.0)
@@ -263,8 +265,10 @@ def pictured(tmp_path: Path) -> Path:
 def test_render_gt_overlays_gallery_and_raw(pictured: Path, tmp_path: Path) -> None:
     out = tmp_path / "cams"
     with FeatureFile(pictured) as features:
+        calls: list[tuple[int, int]] = []
         page = render_cams(features, identity_classifier(), ALL_ROWS[:4], out, cam_options=NEAREST,
-                           save_raw="npy", batch=3)
+                           save_raw="npy", batch=3, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(0, 4), (3, 4), (4, 4)]
     pngs = sorted(out.glob("*.png"))
     assert page == out / "index.html" and len(pngs) == 4 and pngs[0].name == "000000_img_0.png"
     assert all(p.name in page.read_text() for p in pngs)

@@ -15,10 +15,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from featkit.errors import FeatkitError
 from featkit.linear.svm import (
+    C_RULE,
     DEFAULT_C_GRID,
     OneVsAllLinearSVM,
+    _pick_C,
     average_precision,
     cross_validate_C,
+    describe_C_grid,
     mean_average_precision,
 )
 
@@ -86,6 +89,31 @@ def test_auto_C_is_deterministic_and_from_the_grid():
     np.testing.assert_array_equal(a.cv_scores_, b.cv_scores_)
     assert a.cv_scores_.shape == (len(DEFAULT_C_GRID),)
     assert a.cv_class_scores_.shape == (len(DEFAULT_C_GRID), 3)
+
+
+def test_C_rule_is_the_cv_argmax_with_ties_to_the_smaller_C():
+    grid = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+    # A lone maximum wins even beside a higher-mean neighbourhood (no smoothing of the curve).
+    assert _pick_C(grid, np.array([0.80, 0.90, 0.90, 0.70, 0.91])) == 4.0
+    assert _pick_C(grid, np.array([0.80, 0.92, 0.70, 0.70, 0.70])) == 0.5
+    # Ties (a flat top) go to the smallest C; NaN (no positives) is never picked.
+    assert _pick_C(grid, np.array([0.80, 0.90, 0.90, 0.90, 0.85])) == 0.5
+    assert _pick_C(grid, np.array([np.nan, 0.6, 0.6, np.nan, 0.5])) == 0.5
+    assert _pick_C(grid[:1], np.array([0.3])) == 0.25
+
+
+def test_auto_C_records_the_rule_and_the_score_of_the_chosen_C():
+    X, y = _blobs(n=90, spread=0.6, seed=4)
+    m = OneVsAllLinearSVM(n_jobs=1).fit(X, y)
+    assert m.C_rule_ == C_RULE
+    best = np.flatnonzero(m.cv_scores_ == m.cv_scores_.max())[0]
+    assert m.C_[0] == m.C_grid_[best] and m.cv_score_ == m.cv_scores_.max()
+    assert OneVsAllLinearSVM(C=2.0).fit(X, y).C_rule_ == "fixed"
+
+
+def test_describe_C_grid():
+    assert describe_C_grid(DEFAULT_C_GRID) == "2^-6..2^6 (13 values)"
+    assert describe_C_grid([10.0, 0.01, 1.0]) == "0.01..10 (3 values)"
 
 
 def test_per_class_C_picks_one_C_per_class_from_the_grid():

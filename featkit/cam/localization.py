@@ -58,6 +58,7 @@ from featkit.cam.boxes import (
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
 from featkit.errors import FeatkitError
+from featkit.features.extractor import Progress
 from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
@@ -311,6 +312,7 @@ def localize(
     protocol: str = "featkit",
     cam_curve_interval: float | None = None,
     device: str = "auto",
+    progress: Progress | None = None,
 ) -> LocalizationReport:
     """Score CAM boxes of ``rows`` against their ground-truth boxes.
 
@@ -326,6 +328,7 @@ def localize(
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
     None. Rows the classifier was trained on are refused (FeatkitError).
+    ``progress(done, total)`` is called after every batch of maps.
 
     ``protocol`` picks how the sweep scores the scored class's CAM:
     ``"featkit"`` (default; ``sweep_normalization`` and ``sweep_thresholds``
@@ -381,6 +384,8 @@ def localize(
     per_image: list[dict[str, Any]] = []
     sweep_parts: list[BoxAccuracy] = []
     sweep_counts: list[int] = []
+    if progress:
+        progress(0, idx.size)
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         wanted = np.stack([scored_all[pos], top_all[pos, 0]], axis=1)  # (n, 2): scored class, top-1 class
@@ -409,6 +414,8 @@ def localize(
                 sweep_parts.append(max_box_acc(sweep_cams, sweep_gts, None, sweep_thresholds, SWEEP_IOUS,
                                                sweep_normalization))
                 sweep_counts.append(len(sweep_cams))
+        if progress:
+            progress(len(per_image), idx.size)
 
     def rate(key: str) -> float | None:
         return None if agnostic else float(np.mean([bool(r[key]) for r in per_image]))

@@ -25,6 +25,7 @@ from featkit.outputs import check_output_file, check_output_folder
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
     from featkit.features import FeatureFile
+    from featkit.linear.svm import OneVsAllLinearSVM
 
 log = logging.getLogger("featkit")
 
@@ -36,8 +37,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+PROGRESS_LINE_EVERY_S = 30.0
+"""Seconds between two progress lines when stderr is not a terminal (batch-job logs)."""
+
+
 def _progress_bar(desc: str, unit: str = "img") -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A tqdm bar on stderr driven by ``(done, total)`` callbacks (the library only calls back)."""
+    """Progress on stderr driven by ``(done, total)`` callbacks (the library only calls back).
+
+    A tqdm bar on a terminal; otherwise (a batch job's log) one plain line
+    every :data:`PROGRESS_LINE_EVERY_S` seconds and one when the work is
+    done, with done/total and the speed of this run, so a log shows how fast
+    it went.
+    """
+    if not sys.stderr.isatty():
+        return _progress_lines(desc, unit)
     from tqdm import tqdm
 
     bar: dict[str, tqdm] = {}
@@ -45,13 +58,46 @@ def _progress_bar(desc: str, unit: str = "img") -> tuple[Callable[[int, int], No
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
             bar["bar"] = tqdm(total=total, initial=done, desc=desc, unit=unit, dynamic_ncols=True,
-                              disable=None, file=sys.stderr)
+                              file=sys.stderr)
         else:
             bar["bar"].update(done - bar["bar"].n)
 
     def close() -> None:
         if "bar" in bar:
             bar["bar"].close()
+
+    return update, close
+
+
+def _progress_lines(desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """Plain ``desc: done/total unit (pct), rate unit/s, elapsed`` lines for a non-terminal stderr."""
+    import time
+
+    state: dict[str, float] = {}
+
+    def line(done: int, total: int, final: bool) -> None:
+        elapsed = time.monotonic() - state["t0"]
+        rate = (done - state["first"]) / elapsed if elapsed > 0 else 0.0
+        pct = f" ({100 * done / total:.1f} %)" if total else ""
+        end = " done" if final else ""
+        print(f"{desc}: {done}/{total} {unit}{pct}, {rate:.1f} {unit}/s, {elapsed:.0f} s{end}",
+              file=sys.stderr, flush=True)
+
+    def update(done: int, total: int) -> None:
+        now = time.monotonic()
+        first_call = "t0" not in state
+        if first_call:  # where the run starts: a resumed run's speed counts only its own rows
+            state.update(t0=now, first=done, last=now)
+        state.update(done=done, total=total)
+        if not first_call and now - state["last"] >= PROGRESS_LINE_EVERY_S:
+            state["last"] = now
+            line(done, total, final=False)
+
+    def close() -> None:
+        # Only a finished run ends with a line: a failed one says why in its one error line, and a run with
+        # nothing to do (already complete) has no speed to report.
+        if "t0" in state and state["first"] < state["done"] >= state["total"]:
+            line(int(state["done"]), int(state["total"]), final=True)
 
     return update, close
 
@@ -223,8 +269,13 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
         rows = _select_rows(features, args)
-        index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
-                            cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device)
+        update, close = _progress_bar("cam")
+        try:
+            index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
+                                cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
+                                device=args.device, progress=update)
+        finally:
+            close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
     return 0
 
@@ -242,9 +293,13 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
-        report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
-                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
-                          protocol=args.protocol, cam_curve_interval=args.cam_curve_interval)
+        update, close = _progress_bar("localize")
+        try:
+            report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
+                              sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
+                              protocol=args.protocol, cam_curve_interval=args.cam_curve_interval, progress=update)
+        finally:
+            close()
     print(report.to_markdown())
     if args.output:
         out = Path(args.output)
@@ -324,11 +379,10 @@ def _cmd_svm_train(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         svm, trained_on = train_svm(features, args.split, args.fold, C, args.normalize, args.per_class_C, args.jobs)
         save_svm(out, svm, features.classes, features, trained_on, overwrite=args.overwrite)
-        chosen = np.unique(svm.C_)
-        c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C per class in [{chosen.min():g}, {chosen.max():g}]"
         print(f"wrote {out}: {len(features.classes)} classes x {svm.coef_.shape[1]} features, "
-              f"{trained_on['n_images']} training images ({args.split}, fold {args.fold}), {c_text}, "
+              f"{trained_on['n_images']} training images ({args.split}, fold {args.fold}), "
               f"normalize {args.normalize}")
+        print(f"  {_C_choice(svm)}")
         if args.split == "test":
             print(f"note: trained on the test split (recorded in {out}); scores on the test split are not "
                   "held-out estimates")
@@ -347,6 +401,21 @@ def _parse_C(value: str) -> float | Literal["auto"]:
         raise FeatkitError(f"--C must be 'auto' or a finite positive number, got {value!r}") from None
     check_svm_options(C, None)
     return C
+
+
+def _C_choice(svm: OneVsAllLinearSVM) -> str:
+    """How C was set: fixed, or cross-validated with the rule, grid, folds, chosen C and its CV score."""
+    from featkit.linear.svm import describe_C_grid
+
+    chosen = np.unique(svm.C_)
+    c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C per class in [{chosen.min():g}, {chosen.max():g}]"
+    if svm.C != "auto":
+        return f"{c_text}: fixed (no cross-validation)"
+    metric = "mAP" if svm.multilabel else "accuracy"
+    what = "per class by its own CV average precision" if svm.per_class_C else f"shared, by CV {metric}"
+    score = "" if svm.per_class_C else f"; CV {metric} at that C {100 * svm.cv_score_:.2f} %"
+    return (f"{c_text}: cross-validated ({svm.cv}-fold on the training rows, {what}) over "
+            f"C = {describe_C_grid(svm.C_grid_)}, rule {svm.C_rule_}{score}")
 
 
 def _cmd_svm_eval(args: argparse.Namespace) -> int:
@@ -383,7 +452,7 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
 
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import Metrics, OneVsAllLinearSVM, run_protocol, save_svm
+    from featkit.linear import Metrics, run_protocol, save_svm
     from featkit.linear.protocol import dataset_metric
 
     C = _parse_C(args.C)

@@ -1,7 +1,8 @@
 """svm.h5: one-vs-all SVM weights with the provenance of the features they were trained on.
 
 svm.h5 holds ``weight`` (C, K), ``bias`` (C), ``classes`` (C), ``C`` and the
-CV curve, and attributes: the solver and its options, the feature
+CV curve, and attributes: the solver and its options (``C_mode``, ``C_rule``,
+``cv_folds``, ``cv_score`` of the chosen C), the feature
 normalization, the provenance of the features and what the SVM was trained on
 (``trained_split``, ``trained_fold``, ``trained_n_images``,
 ``trained_images_sha256`` of the image list, and the rows in ``trained/rows``,
@@ -55,6 +56,9 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
             a["kind"] = "one-vs-all linear SVM"
             a["solver"] = "liblinear -s 2 (L2-regularized L2-loss SVC, primal) -B 1"
             a["C_mode"] = "auto (cross-validation)" if svm.C == "auto" else "fixed"
+            a["C_rule"] = getattr(svm, "C_rule_", "fixed")
+            if getattr(svm, "cv_score_", None) is not None:
+                a["cv_score"] = float(svm.cv_score_)
             a["per_class_C"] = bool(svm.per_class_C)
             a["cv_folds"] = int(svm.cv)
             a["tol"] = float(svm.tol)

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.maps import CamOptions
 from featkit.errors import FeatkitError
+from featkit.features.extractor import Progress
 from featkit.features.integrity import require_usable
 from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
@@ -83,6 +84,7 @@ def render_cams(
     batch: int = 32,
     alpha: float = 0.5,
     device: str = "auto",
+    progress: Progress | None = None,
 ) -> Path:
     """Draw CAMs of ``rows`` into ``out_dir`` (PNG per image + index.html); returns the page.
 
@@ -90,6 +92,7 @@ def render_cams(
     best classes, paper Fig. 4) or a class name of the classifier. ``save_raw``
     "npy" writes ``cams.npy`` (n, T, h, w) with ``cams_classes.npy`` (n, T) and
     ``cams_rows.npy`` (n); "h5" writes the same into ``cams.h5`` with names.
+    ``progress(done, total)`` is called after every batch of pictures.
     """
     if save_raw not in SAVE_RAW:
         raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
@@ -112,6 +115,8 @@ def render_cams(
 
     entries: list[GalleryEntry] = []
     raw_cams: list[np.ndarray] = []
+    if progress:
+        progress(0, idx.size)
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         cams = boxer.cams(maps, columns[pos])  # (n, T, h, w)
@@ -127,6 +132,8 @@ def render_cams(
                 target = out / f"{_file_stem(int(row), paths[row])}.png"
                 picture.save(target)
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
+        if progress:
+            progress(len(entries), idx.size)
 
     if save_raw != "none":
         _save_raw(out, save_raw, np.concatenate(raw_cams), columns, idx, names, [paths[int(r)] for r in idx])
