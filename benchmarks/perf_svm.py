@@ -31,7 +31,7 @@ Usage::
 
     featkit extract CUB_ROOT --dataset cub200 -o cub.h5
     python -m benchmarks.perf_svm --features cub.h5      # + SUN397-scale and 100k-row synthetic problems
-    python -m benchmarks.perf_svm --synthetic 19850,1280,397,8 --cv-max-rows 20000 --no-default-synthetic
+    python -m benchmarks.perf_svm --synthetic 19850,1280,397,8 --cv-timed 4 --no-default-synthetic
 """
 
 from __future__ import annotations
@@ -264,11 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-per-class", type=int, default=50, help="synthetic test rows per class (default 50)")
     parser.add_argument("--C", type=float, default=1.0, help="C of the fixed-C rows (default 1.0)")
     parser.add_argument("--cv", type=int, default=3, help="CV folds (default 3, featkit's default)")
-    parser.add_argument("--cv-max-rows", type=int, default=5000,
-                        help="problems with more training rows get fixed-C rows only (default 5000: on 2 shared "
-                             "cores a C-grid CV of the SUN397-scale problem alone exceeds 25 minutes)")
-    parser.add_argument("--cv-timed", type=int, default=2,
-                        help="synthetic C search: one-vs-rest problems of this many first classes (default 2)")
+    parser.add_argument("--cv-max-rows", type=int, default=20000,
+                        help="problems with more training rows get fixed-C rows only (default 20000: the 100k-row "
+                             "C-grid CV would exceed a 25-minute run on 2 shared cores)")
+    parser.add_argument("--cv-timed", type=int, default=1,
+                        help="synthetic C search: one-vs-rest problems of this many first classes (default 1)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="median of this many fits on problems up to 5000 rows; one fit above (default 3)")
     parser.add_argument("--n-jobs", type=int, default=-1, help="workers (default -1: all cores)")

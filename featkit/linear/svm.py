@@ -37,11 +37,12 @@ C="auto", "none", per-class C           86.01 %   85.93 +- 0.37
   +0.21 +- 0.14), 86.42 % vs 84.77 % on the official split.
 * Time, C="auto" (13 C x 3 folds x 10 classes + the final fit): the "cub"
   rows of benchmarks/results/perf_svm.md (2 cores shared with other jobs):
-  7.0 s with n_jobs=1, 4.3 s with n_jobs=2 (ctypes releases the GIL during
-  each LIBLINEAR call, so the threads run in parallel), against 32.1 s for
-  GridSearchCV(LinearSVC) over the same grid and folds (4.6x and 7.5x), at
-  +1.2 points of test accuracy. At one fixed C, LinearSVC is faster on CUB
-  (0.26 s vs 0.47 s) and 1.45x slower at 19,850 rows (same table).
+  5.1 s with n_jobs=1, 4.7 s with n_jobs=2, against 19.4 s for
+  GridSearchCV(LinearSVC) over the same grid and folds (3.8x and 4.1x), at
+  +1.2 points of test accuracy; at SUN397 scale (19,850 rows) the same C
+  search is 4.9x faster. At one fixed C, LinearSVC is slightly faster on CUB
+  (0.36 s vs 0.40 s) and 1.2x slower at 19,850 rows, where the second thread
+  brings featkit to 1.4x (ctypes releases the GIL in each LIBLINEAR call).
 """
 
 from __future__ import annotations
