@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.perf_extract import DEFAULT_ROOT, real_images, synthetic_images
+from benchmarks.perf_extract_inputs import DEFAULT_ROOT, real_images, synthetic_images
 from featkit.cam.boxes import box_from_cam, iou
 from featkit.cam.maps import class_activation_maps, upsample
 from featkit.data.images import load_rgb, normalize_batch

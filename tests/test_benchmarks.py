@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,31 @@ def test_svm_design_scores_configurations_inside_the_train_split(tmp_path: Path)
     text = (out / "svm_design.md").read_text()
     assert "| C=auto, l2, shared C (default) | 100.00 +- 0.00 | - |" in text
     assert "(24 images, 3 classes)" in text and (out / "svm_design.csv").is_file()
+
+
+def test_perf_svm_writes_ratios_at_the_same_grid_and_folds(tmp_path: Path) -> None:
+    from benchmarks import perf_svm
+
+    rng = np.random.default_rng(12)
+    means = 2.0 * rng.standard_normal((4, 10))
+    y = np.arange(80) % 4
+    X = np.maximum(means[y] + rng.standard_normal((80, 10)), 0.0)
+    features = tmp_path / "tiny.npz"
+    np.savez(features, X_train=X[:48], y_train=y[:48], X_test=X[48:], y_test=y[48:])
+    out = tmp_path / "results"
+    code = perf_svm.main(["--synthetic", "90,8,6,1", "--features", str(features), "--test-per-class", "4",
+                          "--out", str(out), "--C", "0.5", "--repeats", "1", "--n-jobs", "1"])
+    assert code == 0
+    with (out / "perf_svm.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    tiny = [r for r in rows if r["problem"] == "tiny"]
+    assert [r["C selection"] for r in tiny] == ["3-fold CV over 13 C, same folds"] * 2 + ["fixed C"] * 2
+    assert [r["method"].startswith("scikit-learn") for r in tiny] == [False, True] * 2
+    for row in rows:
+        assert float(row["fit s"]) > 0 and 0.0 <= float(row["score %"]) <= 100.0
+        if row["method"].startswith("scikit-learn"):
+            assert row["speedup ratio"] == "1.00" and row["score - baseline"] == "+0.00"
+    synthetic = [r for r in rows if r["problem"].startswith("synthetic")]
+    assert {r["test metric"] for r in synthetic} == {"mAP (timed classes)"}
+    assert {r["SVMs timed"] for r in synthetic} == {"1"} and synthetic[0]["classes"] == "6"
+    assert "speedup ratio" in (out / "perf_svm.md").read_text()

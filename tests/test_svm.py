@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +22,6 @@ from featkit.linear.svm import (
     describe_C_grid,
     mean_average_precision,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _blobs(n: int = 120, k: int = 20, n_classes: int = 3, spread: float = 4.0, seed: int = 0):
@@ -259,20 +255,3 @@ def test_too_few_samples_for_cv(y):
     X = np.arange(2.0 * len(y)).reshape(len(y), 2)
     with pytest.raises(FeatkitError, match="CV folds"):
         OneVsAllLinearSVM(C="auto", cv=3).fit(X, y)
-
-
-# -- benchmark smoke test -----------------------------------------------------------------
-
-
-def test_perf_benchmark_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("perf_svm", REPO / "benchmarks" / "perf_svm.py")
-    perf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(perf)
-    X, y = _blobs(n=80, k=10, n_classes=4, spread=2.0, seed=12)
-    feats = tmp_path / "tiny.npz"
-    np.savez(feats, X_train=X[:40], y_train=y[:40], X_test=X[40:], y_test=y[40:])
-    out = tmp_path / "results"
-    assert perf.main(["--synthetic", "80,8,4", "--features", str(feats), "--out", str(out), "--C", "0.5"]) == 0
-    table = (out / "perf_svm.md").read_text()
-    assert "speedup ratio" in table and "| tiny |" in table
-    assert (out / "perf_svm.csv").read_text().splitlines()[0].startswith("problem,n,K,classes")

@@ -27,8 +27,8 @@ def single_threaded_torch() -> Iterator[None]:
 
     Those tensors are a few hundred thousand floats: thread start-up costs
     more than it saves, and on a busy machine a parallel region stalls on a
-    descheduled thread (a 375 x 500 min-max normalisation: 0.5 ms on one
-    thread, 80 ms on two with other jobs running). The previous setting is
+    descheduled thread (a single 375 x 500 min-max normalisation waits for
+    the slowest thread when other jobs run). The previous setting is
     restored, and no model runs inside.
     """
     before = torch.get_num_threads()

@@ -148,8 +148,7 @@ def boxes_from_cams(cam: object, thresholds: Sequence[float] | np.ndarray, relat
     """Largest-component boxes of one (H, W) CAM at many thresholds: (T, 4).
 
     A stack (N, H, W) gives (N, T, 4). Each threshold costs one C-level
-    labelling pass over the map (about 1 ms for a 500 x 375 image), which is
-    what the threshold sweep runs.
+    labelling pass over the map, which is what the threshold sweep runs.
     """
     array = _as_cam(cam, ndim=(2, 3))
     if array.ndim == 3:

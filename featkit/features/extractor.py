@@ -230,9 +230,9 @@ def cpu_forward_batch(model: Backbone, input_size: int, precision: str = "float3
     """Images per CPU forward pass: the largest activations of a pass stay in cache.
 
     On the CPU throughput falls steeply once a layer's output outgrows the
-    last-level cache (efficientnet_lite0 at 224 px on a 32 MiB L3: 180 img/s
-    at 4-8 images per pass, 52 at 32; at 448 px one image per pass is 5x
-    faster than 32; see benchmarks/results/perf_extract.md).
+    last-level cache (efficientnet_lite0 at 224 px, 2 cores: 115 img/s at 4
+    images per pass, 37 at 32; the "compute" rows of the levers table in
+    benchmarks/results/perf_extract.md).
     """
     if override is not None:
         return override

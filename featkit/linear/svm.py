@@ -48,10 +48,13 @@ C="auto", "none", per-class C          83.73 +- 0.41   -0.20 +- 0.36
   range of C (the training images are linearly separable), so the chosen C
   is itself noisy within that plateau; the ties rule keeps the strongest
   regularization among equal scores.
-* Time, C="auto" (13 C x 3 folds x 10 classes + the final fit) on a 2-core
-  VM: 0.50 s with n_jobs=1, 0.30 s with n_jobs=2. The threads do run in
-  parallel: ctypes releases the GIL during each LIBLINEAR call (10000 x 1280,
-  40 classes, C=1: 11.6 s -> 7.2 s).
+* Time, C="auto" (13 C x 3 folds x 10 classes + the final fit): the "cub"
+  rows of benchmarks/results/perf_svm.md (2 cores shared with other jobs):
+  5.1 s with n_jobs=1, 4.7 s with n_jobs=2, against 19.4 s for
+  GridSearchCV(LinearSVC) over the same grid and folds (3.8x and 4.1x); at SUN397 scale (19,850 rows) the same C
+  search is 4.9x faster. At one fixed C, LinearSVC is slightly faster on CUB
+  (0.36 s vs 0.40 s) and 1.2x slower at 19,850 rows, where the second thread
+  brings featkit to 1.4x (ctypes releases the GIL in each LIBLINEAR call).
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ class _LiblinearRows:
     """X in LIBLINEAR's node format, built once and shared read-only by all threads.
 
     The python binding's ``problem(y, x)`` converts a dense array element by
-    element in Python (0.95 s for 2000 x 1280, 16x slower than this) and ties x
+    element in Python (slow at GAP sizes) and ties x
     to one y. Here the nodes are
     written with vectorized numpy, zeros dropped (ReLU features are ~45 %
     zeros), and each binary problem only gets its own y and an array of row
