@@ -42,6 +42,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "name": "--name",
     "mean": "--mean",
     "mean_file": "--mean-file",
+    "moved_root": "--moved-root",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

@@ -49,6 +49,16 @@ def predicted_class_boxes(
     return boxes
 
 
+def refuse_input_as_output(output: str | Path, *inputs: str | Path) -> None:
+    """Refuse an output that is one of the inputs (even with overwrite=True, it would destroy them)."""
+    target = Path(output).resolve()
+    for given in inputs:
+        source = Path(given)
+        if source.exists() and source.resolve() == target:
+            raise FeatkitError(f"output {output} is the input {given}; writing it would destroy the input, "
+                               "choose another output name")
+
+
 @dataclass(frozen=True)
 class CropResult:
     path: Path
@@ -69,6 +79,7 @@ def extract_crops(
     """Features of every image's CAM (or ground-truth) box into ``output`` (a features.h5, resumable)."""
     if boxes not in BOX_SOURCES:
         raise FeatkitError(f"boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
+    refuse_input_as_output(output, features.path, classifier.source)
     if not Path(root).is_dir():
         raise FeatkitError(f"dataset root {root} is not a folder; give the root the features were extracted from")
     rows = np.flatnonzero(features.status == STATUS_OK)

@@ -20,6 +20,7 @@ import numpy as np
 
 from featkit import __version__
 from featkit.errors import FeatkitError
+from featkit.features.lock import OutputLock, remove_stale_temps, temp_name
 from featkit.features.schema import MATCH_KEYS
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
@@ -41,8 +42,19 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
         raise FeatkitError(f"output {path} is the features file itself; choose another output name")
     if not path.parent.exists():
         raise FeatkitError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
+    with OutputLock(path):
+        # what killed saves of this output left: temps of dead pids, and older versions' .svm-*.h5 after an hour
+        remove_stale_temps(path, legacy_glob=".svm-*.h5")
+        if path.exists() and not overwrite:
+            raise FeatkitError(f"{path} already exists; choose another output or pass overwrite=True to replace it")
+        _write_svm(path, svm, classes, features, trained_on)
+    return path
+
+
+def _write_svm(path: Path, svm: OneVsAllLinearSVM, classes: list[str], features: FeatureFile,
+               trained_on: dict[str, Any]) -> None:
     fa = features.attrs
-    fd, tmp = tempfile.mkstemp(prefix=".svm-", suffix=".h5", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
@@ -77,7 +89,6 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_svm(path: str | Path) -> LinearClassifier:
