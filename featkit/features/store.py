@@ -60,7 +60,7 @@ from featkit.features.schema import (
 _STR = h5py.string_dtype("utf-8")
 log = logging.getLogger(__name__)
 
-SPACE_SLACK_BYTES = 64 << 10
+SPACE_SLACK_BYTES = 16 << 10
 """Room kept free beyond a batch's raw size for HDF5's own growth (chunk index nodes, heaps, headers)."""
 
 PARTIAL_SUFFIX = ".partial"
