@@ -354,6 +354,9 @@ def test_kill_9_leaves_no_half_output(fake_cub: Callable[..., Path], tmp_path: P
     features, svm = tmp_path / "f.h5", tmp_path / "svm.h5"
     assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--batch-size", "2", "-o", str(features),
                  *TINY]) == 0
+    def prepare() -> None:
+        """Inputs a run consumes are put back (merge deletes its shards after success)."""
+
     if verb == "svm-train":
         contents = _svm_contents
         kills = [("create_dataset", 3), ("replace", 1)]  # mid-way through the temp file; before the rename
@@ -376,14 +379,24 @@ def test_kill_9_leaves_no_half_output(fake_cub: Callable[..., Path], tmp_path: P
                 assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--world-size", "2", "--rank",
                              str(rank), "-o", str(tmp_path / "s.h5"), *TINY]) == 0
                 shards.append(str(shard_path(tmp_path / "s.h5", rank, 2)))
+            saved = tmp_path / "saved"
+            saved.mkdir()
+            for shard in shards:
+                shutil.copy(shard, saved)
+
+            def prepare() -> None:
+                for shard in shards:
+                    shutil.copy(saved / Path(shard).name, shard)
 
             def command(out: Path) -> list[str]:
                 return ["merge", "-o", str(out), *shards]
     reference = tmp_path / "reference.h5"
+    prepare()
     assert main(command(reference)) == 0
     want = contents(reference)
     for hook, nth in kills:
         out = tmp_path / f"{hook}{nth}.h5"
+        prepare()
         killed = child(command(out), hook=hook, nth=nth)
         assert isinstance(killed, subprocess.CompletedProcess)
         assert killed.returncode == -signal.SIGKILL, (hook, nth, killed.stderr[-2000:])
@@ -393,6 +406,7 @@ def test_kill_9_leaves_no_half_output(fake_cub: Callable[..., Path], tmp_path: P
             with FeatureFile(out) as half:  # a resumable crops file: incomplete, and refused as such
                 with pytest.raises(FeatkitError, match="incomplete"):
                     half.require_complete()
+        prepare()
         assert main(command(out)) == 0, (hook, nth)
         assert contents(out) == want
         strays = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}")
