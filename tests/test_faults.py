@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
 from featkit.cli import main
@@ -30,7 +31,6 @@ from featkit.features import FeatureFile, check_images
 from featkit.features.distributed import shard_path
 from featkit.features.lock import OutputLock
 from featkit.features.schema import STATUS_FAILED, STATUS_OK
-from conftest import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny_test", "--workers", "0", "--image-size", "64"]
