@@ -11,7 +11,8 @@ Layout (schema 1):
   height of the original, ``images/box`` (N, 4) the main box or NaN,
   ``images/boxes`` (M, 4) with ``images/boxes_image`` (M) for every box,
   ``images/status`` (N) 0 pending / 1 ok / 2 unreadable, ``images/error`` (N),
-  ``images/attributes`` (N, C) for multi-label datasets.
+  ``images/fingerprint`` (N) file size and hash of the first 64 KiB of each image
+  (:func:`check_images`), ``images/attributes`` (N, C) for multi-label datasets.
 - ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
   (N, K, h, w) float16 chunked per image and compressed (optional),
   ``head/weight`` (C0, K), ``head/bias`` (C0), ``head/classes`` (C0).
@@ -21,7 +22,11 @@ are filled in order; ``rows_done`` moves only after a batch is flushed, so an
 interrupted run resumes at the first unfinished batch and never loses or
 duplicates rows. A new file's layout is written to ``<name>.partial`` and
 renamed into place once complete, so a run killed while creating it leaves no
-unreadable file behind.
+unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
+so a second writer is refused. A full disk never costs committed rows: a batch
+that may not fit is refused before it is written, and after a write that fails
+anyway nothing more reaches the file (HDF5 would otherwise flush half-updated
+metadata over the committed state and leave a file that no longer opens).
 
 A shard of a multi-process extraction (:mod:`featkit.features.distributed`) is such a
 file for its block of rows, with the additive root attributes ``shard_rank``,
