@@ -46,6 +46,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "mean_file": "--mean-file",
     "protocol": "--protocol",
     "cam_curve_interval": "--cam-curve-interval",
+    "moved_root": "--moved-root",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

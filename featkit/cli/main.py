@@ -149,7 +149,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = ExtractOptions(
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
-        overwrite=args.overwrite, precision=args.precision, **sharding,
+        overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, **sharding,
     )
     options.validate()
     dataset = open_dataset(args.dataset, args.root)
@@ -554,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
                    help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
+    p.add_argument("--moved-root", action="store_true",
+                   help="resume an output extracted from another root (the dataset moved): the images already "
+                        "extracted must match their recorded fingerprints")
     p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)),
                    help="this process's shard (default: $RANK, set by torchrun)")
     p.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),

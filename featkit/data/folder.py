@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 from pathlib import Path
@@ -17,20 +18,40 @@ from featkit.data.base import IMAGE_SUFFIXES, Box, DatasetReader, ImageRecord, M
 from featkit.data.registry import register_reader
 from featkit.errors import FeatkitError
 
+log = logging.getLogger(__name__)
+
 
 def is_image(path: Path) -> bool:
-    """A visible file with one of featkit's image suffixes (any case)."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    """A visible entry named like an image (one of featkit's suffixes, any case).
+
+    Not only regular files: a dangling symlink, a symlink loop or a folder named
+    ``x.jpg`` is listed too, so that extraction names it (an unreadable image:
+    one line under ``on_error='fail'``, status 2 and its error under ``'skip'``)
+    instead of it vanishing from the dataset without a word.
+    """
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The images directly inside ``folder``, sorted by name (stray files are skipped)."""
+    """The image entries directly inside ``folder``, sorted by name (files of other types are skipped)."""
     return sorted((p for p in folder.iterdir() if is_image(p)), key=lambda p: p.name)
 
 
 def subfolders(folder: Path) -> list[str]:
-    """Names of the visible subfolders of ``folder``, in plain (case-sensitive) sorted order."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Names of the visible subfolders of ``folder``, in plain (case-sensitive) sorted order.
+
+    A visible symlink that leads nowhere (dangling, or a loop) cannot be a class
+    folder; it is named in a warning rather than skipped silently.
+    """
+    names = []
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            names.append(p.name)
+        elif p.is_symlink() and not p.exists():
+            log.warning("skipped %s: a symlink that leads nowhere (dangling or a loop)", p)
+    return sorted(names)
 
 
 def relative(path: Path, root: Path) -> str:

@@ -6,11 +6,21 @@ coordinates. Large JPEGs are decoded at a reduced scale first (Pillow draft
 mode), which cuts decode time several-fold and changes nothing the bilinear
 resize to 224 px would keep. EXIF orientation is not applied: dataset
 annotations refer to the stored pixel grid.
+
+High-bit-depth images are brought to 8 bits by their type's range, not
+clipped: 16-bit integers divided by 257 (65535 -> 255), 32-bit integers the
+same when they hold 16-bit values (else by their maximum), floats by their
+range ([0, 1] -> x 255, [0, 255] as is, anything else min-max). Images whose
+header claims more pixels than Pillow's decompression-bomb limit are refused
+before any pixel is decoded (an unreadable image: status 2 under
+``on_error='skip'``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +39,54 @@ class Loaded:
     pixels: torch.Tensor  # (3, S, S) uint8; zeros when unreadable
     size: tuple[int, int]  # original (width, height); (0, 0) when unreadable
     error: str = ""
+    fingerprint: str = ""  # file_fingerprint of the file ('' when it cannot be read)
+
+
+FINGERPRINT_BYTES = 64 * 1024
+
+
+def file_fingerprint(path: Path) -> str:
+    """``<bytes>:<blake2b of the first 64 KiB>``: cheap evidence that a file is the one extracted earlier."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(FINGERPRINT_BYTES)
+    except OSError:
+        return ""
+    return f"{size}:{hashlib.blake2b(head, digest_size=16).hexdigest()}"
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit or float single-channel image as 8-bit "L", scaled by its type's range (see module doc)."""
+    values = np.asarray(img)
+    if values.dtype.kind == "f":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = float(values.min()), float(values.max())
+        if low >= 0.0 and high <= 1.0:
+            scaled = values * 255.0
+        elif low >= 0.0 and high <= 255.0:
+            scaled = values
+        else:
+            scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    else:
+        values = values.astype(np.int64)
+        high = int(values.max()) if values.size else 0
+        scaled = values / 257.0 if values.min() >= 0 and high <= 65535 else values * (255.0 / max(high, 1))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _to_8bit(img).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(path: Path) -> Image.Image:
+    """``Image.open`` that turns a decompression bomb into a ValueError naming the claimed size."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large to decode safely ({exc})") from None
 
 
 def load_rgb(
@@ -39,7 +97,7 @@ def load_rgb(
     ``crop`` is (x0, y0, x1, y1) in original pixels; draft decoding is asked for a
     scale at which the crop still has at least ``input_size`` pixels per side.
     """
-    with Image.open(path) as img:
+    with open_image(path) as img:
         size = img.size
         if draft and img.format == "JPEG":
             if crop is None:
@@ -47,7 +105,7 @@ def load_rgb(
             else:
                 bw, bh = max(crop[2] - crop[0], 1.0), max(crop[3] - crop[1], 1.0)
                 img.draft("RGB", (math.ceil(input_size * size[0] / bw), math.ceil(input_size * size[1] / bh)))
-        rgb = img.convert("RGB")
+        rgb = _rgb(img)
         if crop is not None:
             sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
             x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)
@@ -85,11 +143,11 @@ class ImageFolderView(torch.utils.data.Dataset):
         try:
             crop = None if self.crops is None else _box(self.crops[index])
             pixels, size = load_rgb(path, self.input_size, self.draft, crop)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
-            reason = str(exc) or type(exc).__name__
-            return Loaded(index, blank, (0, 0), f"{self.paths[index]}: {reason}")
-        return Loaded(index, torch.from_numpy(pixels.copy()).permute(2, 0, 1), size)
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
+            return Loaded(index, blank, (0, 0), f"{self.paths[index]}: {reason}", file_fingerprint(path))
+        return Loaded(index, torch.from_numpy(pixels.copy()).permute(2, 0, 1), size, "", file_fingerprint(path))
 
 
 @dataclass
@@ -98,6 +156,7 @@ class Batch:
     pixels: torch.Tensor  # (B, 3, S, S) uint8
     sizes: np.ndarray  # (B, 2)
     errors: list[str]
+    fingerprints: list[str]
 
     def pin_memory(self) -> Batch:
         self.pixels = self.pixels.pin_memory()
@@ -112,6 +171,7 @@ def collate(items: list[Loaded]) -> Batch:
         pixels=torch.stack([it.pixels.permute(1, 2, 0) for it in items]).permute(0, 3, 1, 2),
         sizes=np.array([it.size for it in items], dtype=np.int32),
         errors=[it.error for it in items],
+        fingerprints=[it.fingerprint for it in items],
     )
 
 

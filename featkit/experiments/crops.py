@@ -31,6 +31,7 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.protocol import Metrics, evaluate, train_svm
 from featkit.models.weights import sha256_of
+from featkit.outputs import check_output_file
 
 BOX_SOURCES = ("cam", "gt")
 
@@ -98,6 +99,7 @@ def extract_crops(
     """Features of every image's CAM (or ground-truth) box into ``output`` (a features.h5, resumable)."""
     if boxes not in BOX_SOURCES:
         raise FeatkitError(f"boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
+    check_output_file(output, existing="allow", example="crops.h5", inputs=[features.path, classifier.source])
     if not Path(root).is_dir():
         raise FeatkitError(f"dataset root {root} is not a folder; give the root the features were extracted from")
     require_usable(features)

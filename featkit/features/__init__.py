@@ -9,7 +9,7 @@ from featkit.features.extractor import ExtractJob, ExtractOptions, ExtractResult
 from featkit.features.mapsource import MapSource
 from featkit.features.pipeline import extract, run_job
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING, Provenance
-from featkit.features.store import FeatureFile, FeatureWriter, Head
+from featkit.features.store import FeatureFile, FeatureWriter, Head, check_images
 
 __all__ = [
     "STATUS_FAILED",
@@ -23,6 +23,7 @@ __all__ = [
     "Head",
     "MapSource",
     "Provenance",
+    "check_images",
     "extract",
     "run_job",
 ]

@@ -29,6 +29,7 @@ import torch
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
 from featkit.features.extractor import ExtractJob, ExtractResult, extract_rows, job_provenance, resolve_device
+from featkit.features.lock import OutputLock, remove_stale_temps
 from featkit.features.schema import RUN_KEYS, SHARD_KEYS, Provenance, plain
 from featkit.features.store import PARTIAL_SUFFIX, FeatureWriter, Head
 from featkit.models import load_backbone
@@ -190,20 +191,24 @@ def merge_shards(shard_paths: Sequence[str | Path], output: str | Path, *, keep:
     if not paths:
         raise FeatkitError("no shard files given; pass the out.rank<R>-of-<N>.h5 files of one extraction")
     check_output_file(output, overwrite=overwrite, example="features.h5", inputs=paths)
-    shards = [_open_shard(p) for p in paths]
-    try:
-        shards.sort(key=lambda h: int(h.attrs["shard_rank"]))
-        _check_shards(shards)
-        partial = output.with_name(output.name + PARTIAL_SUFFIX)
+    with OutputLock(output):
+        remove_stale_temps(output, partial_suffix=PARTIAL_SUFFIX)
+        if output.exists() and not overwrite:  # finished by another merge while we waited for the lock
+            raise FeatkitError(f"{output} already exists; choose another output or remove it first")
+        shards = [_open_shard(p) for p in paths]
         try:
-            _write_merged(shards, partial)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-    finally:
-        for h5 in shards:
-            h5.close()
-    os.replace(partial, output)
+            shards.sort(key=lambda h: int(h.attrs["shard_rank"]))
+            _check_shards(shards)
+            partial = output.with_name(output.name + PARTIAL_SUFFIX)
+            try:
+                _write_merged(shards, partial)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        finally:
+            for h5 in shards:
+                h5.close()
+        os.replace(partial, output)
     if not keep:
         for p in paths:
             p.unlink()
@@ -315,8 +320,9 @@ def _write_merged(shards: list[h5py.File], partial: Path) -> None:
             for lo in range(0, n, _MERGE_BLOCK):
                 hi = min(n, lo + _MERGE_BLOCK)
                 errors = list(h5["images/error"].asstr()[lo:hi])
+                prints = list(h5["images/fingerprint"].asstr()[lo:hi]) if "images/fingerprint" in h5 else None
                 writer.write_batch(row + lo, h5["features/gap"][lo:hi], h5["images/size"][lo:hi],
-                                   h5["images/status"][lo:hi], errors)
+                                   h5["images/status"][lo:hi], errors, fingerprints=prints)
             if provenance.maps:
                 _copy_map_chunks(h5["features/maps"], writer.h5["features/maps"], row)
             row += n

@@ -59,6 +59,9 @@ class ExtractOptions:
     shard file (:func:`featkit.features.distributed.shard_path`); under torchrun rank 0 then merges the shards."""
     keep_shards: bool = False
     """Keep the shard files after a successful merge (they are deleted by default)."""
+    moved_root: bool = False
+    """Resume a file extracted from another dataset root (the dataset moved): allowed only when the
+    committed rows' images under the new root match their recorded fingerprints (size + head hash)."""
     # Tuning knobs: the defaults are the measured best (benchmarks/results/perf_extract.md); the
     # benchmark sets them to measure what each one buys.
     async_writes: bool = True
@@ -268,7 +271,8 @@ def extract_rows(job: ExtractJob) -> ExtractResult:
                         else [str(i) for i in range(model.head.out_features)])
         head = Head(model.head.weight.detach().numpy(), model.head.bias.detach().numpy(), head_classes)
     writer = FeatureWriter.open(job.output, provenance, job.records, job.classes, job.splits, head,
-                                overwrite=options.overwrite, crop_boxes=job.crops)
+                                overwrite=options.overwrite, crop_boxes=job.crops,
+                                moved_root=options.moved_root)
     with writer:
         start = writer.rows_done
         total = len(job.records)
@@ -462,7 +466,7 @@ def _run_loader(
                 if progress and committed < row:
                     committed = row
                     progress(committed, total)
-                committer.submit(row, gap, batch.sizes, status, batch.errors, map_array)
+                committer.submit(row, gap, batch.sizes, status, batch.errors, map_array, batch.fingerprints)
                 row += len(gap)
         committer.wait()
     finally:

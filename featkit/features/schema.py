@@ -31,9 +31,10 @@ SHARD_KEYS: tuple[str, ...] = ("shard_rank", "shard_world_size", "shard_start", 
 
 RESUME_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision", "maps", "resize",
-    "n_images", "crop", "shard_start", "shard_stop", "shard_total",
+    "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root",
 )
-"""Attributes that must agree for a file to be resumed by a new run."""
+"""Attributes that must agree for a file to be resumed by a new run (``dataset_root``: unless the run
+says the dataset moved and the committed rows' fingerprints match, see ``FeatureWriter.open``)."""
 
 MATCH_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "feature_layer", "pooling", "channels", "input_size", "mean", "std", "precision",

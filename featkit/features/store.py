@@ -18,6 +18,8 @@ Layout (schema 1):
   ``crop`` (one-line summary), ``crop_method`` (``cam`` or ``gt``) and, for CAM
   boxes, ``crop_svm`` (path), ``crop_svm_sha256``, ``crop_svm_fold``,
   ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``.
+- ``images/fingerprint`` (N) file size and hash of the first 64 KiB of each image
+  (:func:`check_images`).
 - ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
   (N, K, h, w) float16 chunked per image and compressed (optional),
   ``head/weight`` (C0, K), ``head/bias`` (C0), ``head/classes`` (C0).
@@ -27,7 +29,11 @@ are filled in order; ``rows_done`` moves only after a batch is flushed, so an
 interrupted run resumes at the first unfinished batch and never loses or
 duplicates rows. A new file's layout is written to ``<name>.partial`` and
 renamed into place once complete, so a run killed while creating it leaves no
-unreadable file behind.
+unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
+so a second writer is refused. A full disk never costs committed rows: a batch
+that may not fit is refused before it is written, and after a write that fails
+anyway nothing more reaches the file (HDF5 would otherwise flush half-updated
+metadata over the committed state and leave a file that no longer opens).
 
 A shard of a multi-process extraction (:mod:`featkit.features.distributed`) is such a
 file for its block of rows, with the additive root attributes ``shard_rank``,
@@ -39,7 +45,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import logging
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -51,7 +59,9 @@ import numpy as np
 import torch
 
 from featkit.data.base import ImageRecord
+from featkit.data.images import file_fingerprint
 from featkit.errors import FeatkitError
+from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
 from featkit.features.schema import (
     RESUME_KEYS,
     STATUS_OK,
@@ -62,6 +72,10 @@ from featkit.features.schema import (
 from featkit.outputs import check_output_file
 
 _STR = h5py.string_dtype("utf-8")
+log = logging.getLogger(__name__)
+
+SPACE_SLACK_BYTES = 16 << 10
+"""Room kept free beyond a batch's raw size for HDF5's own growth (chunk index nodes, heaps, headers)."""
 
 PARTIAL_SUFFIX = ".partial"
 """A new file's layout is written to ``<name>.partial`` and renamed to ``<name>`` once complete."""
@@ -89,12 +103,51 @@ def _box_array(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray, 
     return main, np.asarray(all_boxes, dtype=np.float32).reshape(-1, 4), np.asarray(owners, dtype=np.int64)
 
 
+def _reason(exc: OSError) -> str:
+    """The system's words for a write error (HDF5 wraps errno in a long message)."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    text = str(exc)
+    for code in (28, 27, 122, 5):  # ENOSPC, EFBIG, EDQUOT, EIO
+        if os.strerror(code).lower() in text.lower() or f"errno = {code}" in text:
+            return os.strerror(code)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _megabytes(n: int) -> str:
+    return f"{max(n, 0) / 2**20:.1f} MiB"
+
+
+def _check_fingerprints(h5: h5py.File, root: Path, rows: np.ndarray, path: Path) -> None:
+    """Refuse when the images under ``root`` at ``rows`` are not the ones extracted (size + head hash)."""
+    if "images/fingerprint" not in h5 or rows.size == 0:
+        return
+    stored = h5["images/fingerprint"].asstr()[:]
+    paths = h5["images/path"].asstr()[:]
+    bad = [int(r) for r in rows if stored[r] and file_fingerprint(root / paths[r]) != stored[r]]
+    if bad:
+        raise FeatkitError(
+            f"{len(bad)} of {rows.size} images under {root} differ from those extracted into {path} "
+            f"(e.g. row {bad[0]}: {paths[bad[0]]}, by size or content); give root= the dataset the features "
+            "came from"
+        )
+
+
+def check_images(features: FeatureFile, root: str | Path, rows: Sequence[int] | np.ndarray) -> None:
+    """Refuse (FeatkitError) when the images under ``root`` at ``rows`` are not those ``features`` was
+    extracted from: file size and a hash of the first 64 KiB, recorded at extraction (files written
+    before fingerprints were recorded are not checked)."""
+    _check_fingerprints(features.h5, Path(root), np.asarray(rows, dtype=np.int64).reshape(-1), features.path)
+
+
 class FeatureWriter:
     """Creates or resumes a features file; ``write_batch`` fills the next rows in order."""
 
     def __init__(self, path: str | Path, handle: h5py.File) -> None:
         self.path = Path(path)
         self.h5 = handle
+        self._lock: OutputLock | None = None
+        self._broken = False
 
     # ---------------------------------------------------------------- opening
 
@@ -109,16 +162,42 @@ class FeatureWriter:
         head: Head | None = None,
         overwrite: bool = False,
         crop_boxes: np.ndarray | None = None,
+        moved_root: bool = False,
     ) -> FeatureWriter:
         """Resume ``path`` when it holds an unfinished run of the same job, else create it.
 
         ``crop_boxes`` (N, 4): the box each row is extracted from, stored as ``images/crop_box``.
-        Refuses (FeatkitError) to touch a file from another job unless ``overwrite``.
+        Refuses (FeatkitError) to touch a file from another job unless ``overwrite``,
+        and to resume from another dataset root unless ``moved_root`` (then the
+        committed rows' image fingerprints must match the files under the new root).
+        Holds ``<path>.lock`` until :meth:`close`: a second writer is refused.
         """
         path = check_output_file(path, existing="allow", example="features.h5")
-        if path.exists() and not overwrite:
-            handle = cls._open_for_resume(path, provenance, records, crop_boxes=crop_boxes)
-            return cls(path, handle)
+        lock = OutputLock(path).acquire()
+        try:
+            remove_stale_temps(path, partial_suffix=PARTIAL_SUFFIX)
+            if path.exists() and not overwrite:
+                handle = cls._open_for_resume(path, provenance, records, crop_boxes=crop_boxes, moved_root=moved_root)
+            else:
+                handle = cls._create(path, provenance, records, classes, splits, head, crop_boxes)
+            writer = cls(path, handle)
+        except BaseException:
+            lock.release()
+            raise
+        writer._lock = lock
+        return writer
+
+    @classmethod
+    def _create(
+        cls,
+        path: Path,
+        provenance: Provenance,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        splits: np.ndarray,
+        head: Head | None,
+        crop_boxes: np.ndarray | None = None,
+    ) -> h5py.File:
         # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
         # place, so a run killed while creating it leaves no half-written file at ``path``.
         partial = path.with_name(path.name + PARTIAL_SUFFIX)
@@ -128,13 +207,35 @@ class FeatureWriter:
             raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable output path") from exc
         try:
             cls._create_layout(handle, provenance, records, classes, splits, head, crop_boxes)
-        except BaseException:
             handle.close()
+        except BaseException as exc:
+            try:
+                handle.close()
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
             partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise FeatkitError(f"cannot write {path} ({_reason(exc)}); free space or choose another "
+                                   "output") from exc
             raise
-        handle.close()
         os.replace(partial, path)
-        return cls(path, h5py.File(path, "r+"))
+        return cls._open_handle(path)
+
+    @staticmethod
+    def _open_handle(path: Path) -> h5py.File:
+        """``path`` opened for writing rows, tuned so that a failed write cannot reach the committed state.
+
+        No raw-data chunk cache (a batch's chunks are written during the write call, before any metadata)
+        and no metadata evictions (metadata reaches the file only at the flush that commits a batch).
+        """
+        handle = h5py.File(path, "r+", rdcc_nbytes=0)
+        config = handle.id.get_mdc_config()
+        config.evictions_enabled = False
+        config.incr_mode = 0  # H5C_incr__off
+        config.flash_incr_mode = 0  # H5C_flash_incr__off
+        config.decr_mode = 0  # H5C_decr__off
+        handle.id.set_mdc_config(config)
+        return handle
 
     @classmethod
     def is_complete(cls, path: str | Path, provenance: Provenance, records: Sequence[ImageRecord],
@@ -150,10 +251,15 @@ class FeatureWriter:
     def _open_for_resume(
         path: Path, provenance: Provenance, records: Sequence[ImageRecord], mode: str = "r+",
         crop_boxes: np.ndarray | None = None,
+        moved_root: bool = False,
     ) -> h5py.File:
         try:
-            handle = h5py.File(path, mode)
+            handle = FeatureWriter._open_handle(path) if mode == "r+" else h5py.File(path, mode)
         except OSError as exc:
+            pid = writer_pid(path)
+            if pid:
+                raise FeatkitError(f"{path} is being written by another process (pid {pid}); wait for it to "
+                                   "finish, then run again") from exc
             raise FeatkitError(
                 f"{path} exists but cannot be opened for resuming ({exc}); "
                 "move it away or pass overwrite=True to start again"
@@ -162,11 +268,15 @@ class FeatureWriter:
         for key in RESUME_KEYS:
             have = handle.attrs.get(key)
             want = expected.get(key)
+            if key == "dataset_root" and (moved_root or have is None):
+                continue  # files of older versions did not compare it; a moved root is checked below
             if plain(have) != plain(want):
                 handle.close()
+                hint = (" (if the dataset moved, pass moved_root=True to resume from the new root)"
+                        if key == "dataset_root" else "")
                 raise FeatkitError(
-                    f"{path} holds features from another run ({key}: {plain(have)} there, {plain(want)} now); "
-                    "choose another output, or pass overwrite=True to replace it"
+                    f"{path} holds features from another run ({key}: {plain(have)} there, {plain(want)} now)"
+                    f"{hint}; choose another output, or pass overwrite=True to replace it"
                 )
         stored = handle["images/path"].asstr()[:]
         if list(stored) != [r.path for r in records]:
@@ -184,6 +294,19 @@ class FeatureWriter:
                 f"{path} holds features of other crop boxes than this run's; choose another output or pass "
                 "overwrite=True to replace it"
             )
+        root = str(expected.get("dataset_root", ""))
+        if moved_root and mode == "r+" and plain(handle.attrs.get("dataset_root")) != root:
+            try:
+                done = int(handle.attrs["rows_done"])
+                _check_fingerprints(handle, Path(root), np.arange(done), path)
+            except BaseException:
+                handle.close()
+                raise
+            log.info("%s: dataset moved from %s to %s; the %d committed rows match their images there",
+                     path, plain(handle.attrs.get("dataset_root")), root, done)
+            handle.attrs["dataset_root_before"] = str(plain(handle.attrs.get("dataset_root")))
+            handle.attrs["dataset_root"] = root
+            handle.flush()
         return handle
 
     @staticmethod
@@ -218,6 +341,7 @@ class FeatureWriter:
             images.create_dataset("crop_box", data=crop)
         images.create_dataset("status", shape=(n,), dtype=np.int8, fillvalue=STATUS_PENDING)
         images.create_dataset("error", shape=(n,), dtype=_STR)
+        images.create_dataset("fingerprint", shape=(n,), dtype=_STR)
         if any(r.attributes is not None for r in records):
             attributes = np.array([r.attributes for r in records], dtype=np.float32)
             images.create_dataset("attributes", data=attributes)
@@ -257,21 +381,76 @@ class FeatureWriter:
         status: np.ndarray,
         errors: Sequence[str],
         maps: np.ndarray | None = None,
+        fingerprints: Sequence[str] | None = None,
     ) -> None:
-        """Write rows ``start:start+len(gap)``, flush, then advance ``rows_done``."""
+        """Write rows ``start:start+len(gap)``, flush, then advance ``rows_done``.
+
+        A batch that may not fit (free space, the file-size limit) is refused before
+        any byte is written, and a write that fails anyway (another process filled
+        the disk) cuts the file off from further writes so the last committed state
+        stays on disk: in both cases FeatkitError, and a re-run resumes.
+        """
+        if self._broken:
+            raise RuntimeError(f"{self.path}: a write failed; no further rows are written")
         if start != self.rows_done:
             raise RuntimeError(f"batch starts at row {start} but the file is at row {self.rows_done}")
         stop = start + len(gap)
-        self.h5["features/gap"][start:stop] = gap
-        if maps is not None:
-            self.h5["features/maps"][start:stop] = maps.astype(np.float16, copy=False)
-        self.h5["images/size"][start:stop] = sizes
-        self.h5["images/status"][start:stop] = status
-        if any(errors):
-            self.h5["images/error"][start:stop] = np.array(list(errors), dtype=object)
-        self.h5.flush()
-        self.h5.attrs["rows_done"] = stop
-        self.h5.flush()
+        text = [e for e in errors if e] + list(fingerprints or [])
+        need = (gap.nbytes + sizes.nbytes + status.nbytes + (0 if maps is None else maps.size * 2)
+                + sum(len(t.encode()) + 16 for t in text))
+        self._check_room(start, int(need * 1.05) + SPACE_SLACK_BYTES)
+        try:
+            self.h5["features/gap"][start:stop] = gap
+            if maps is not None:
+                self.h5["features/maps"][start:stop] = maps.astype(np.float16, copy=False)
+            self.h5["images/size"][start:stop] = sizes
+            self.h5["images/status"][start:stop] = status
+            if any(errors):
+                self.h5["images/error"][start:stop] = np.array(list(errors), dtype=object)
+            if fingerprints is not None and "images/fingerprint" in self.h5:
+                self.h5["images/fingerprint"][start:stop] = np.array(list(fingerprints), dtype=object)
+            self.h5.flush()
+            self.h5.attrs["rows_done"] = stop
+            self.h5.flush()
+        except OSError as exc:
+            self._cut_off()
+            raise FeatkitError(
+                f"cannot write rows {start}..{stop} of {self.path} ({_reason(exc)}); stopped at the first failed "
+                f"write, the {start} rows before are kept: free space (or raise the file-size limit) and run the "
+                "same extraction again to resume"
+            ) from exc
+
+    def _check_room(self, start: int, need: int) -> None:
+        """Refuse the next batch when ``need`` bytes may not fit on the disk or under the file-size limit."""
+        room = shutil.disk_usage(self.path.parent).free
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            if soft != resource.RLIM_INFINITY:
+                room = min(room, soft - self.path.stat().st_size)
+        except (ImportError, OSError):
+            pass
+        if room < need:
+            raise FeatkitError(
+                f"{self.path}: no room for the next rows ({_megabytes(room)} left, {_megabytes(need)} needed, "
+                f"counting the disk's free space and the file-size limit); the {start} rows written are kept: free "
+                "space (or raise the file-size limit) and run the same extraction again to resume"
+            )
+
+    def _cut_off(self) -> None:
+        """After a failed write: point the file's descriptor at /dev/null (read-only), so that HDF5 writes
+        nothing more (no half-updated metadata over the committed state), not even when the file is closed."""
+        self._broken = True
+        try:
+            fd = int(self.h5.id.get_vfd_handle())
+            null = os.open(os.devnull, os.O_RDONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, ValueError, TypeError, RuntimeError):
+            log.warning("%s: could not detach the file after a failed write", self.path)
 
     def finish(self) -> None:
         if self.rows_done != self.n_images:
@@ -281,8 +460,19 @@ class FeatureWriter:
         self.h5.flush()
 
     def close(self) -> None:
-        if self.h5.id.valid:
-            self.h5.close()
+        try:
+            if self.h5.id.valid:
+                if self._broken:
+                    try:
+                        self.h5.close()  # writes go to the read-only /dev/null descriptor and fail harmlessly
+                    except Exception:  # noqa: BLE001 - the write error was reported already
+                        pass
+                else:
+                    self.h5.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> FeatureWriter:
         return self
@@ -301,6 +491,11 @@ class FeatureFile:
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError as exc:
+            pid = writer_pid(self.path)
+            if pid:
+                who = f"another process (pid {pid})" if pid > 0 else "another process"
+                raise FeatkitError(f"{self.path} cannot be read now: {who} is writing it; wait for it to "
+                                   "finish") from exc
             raise FeatkitError(f"{self.path} is not a readable HDF5 file ({exc}); re-run the extraction") from exc
         if "schema_version" not in self.h5.attrs or "features" not in self.h5:
             self.h5.close()
@@ -396,6 +591,11 @@ class FeatureFile:
         """Refuse a file whose extraction is still running or was interrupted."""
         if not self.complete:
             done = self.attrs.get("rows_done", 0)
+            pid = writer_pid(self.path)
+            if pid:
+                who = f"another process (pid {pid})" if pid > 0 else "another process"
+                raise FeatkitError(f"{self.path} is incomplete ({done} of {len(self)} images): {who} is "
+                                   "writing it; wait for it to finish")
             raise FeatkitError(
                 f"{self.path} is incomplete ({done} of {len(self)} images); "
                 "re-run the same extraction to finish it"

@@ -24,6 +24,7 @@ import numpy as np
 
 from featkit import __version__
 from featkit.errors import FeatkitError
+from featkit.features.lock import OutputLock, remove_stale_temps, temp_name
 from featkit.features.schema import ABSENT_MEANS, MATCH_KEYS
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, trained_attrs
@@ -38,8 +39,19 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
              trained_on: dict[str, Any], overwrite: bool = False) -> Path:
     """Write svm.h5 atomically (temp file + rename): an existing file is replaced only on success."""
     path = check_output_file(path, overwrite=overwrite, example="svm.h5", inputs=[features.path])
+    with OutputLock(path):
+        # what killed saves of this output left: temps of dead pids, and older versions' .svm-*.h5 after an hour
+        remove_stale_temps(path, legacy_glob=".svm-*.h5")
+        if path.exists() and not overwrite:
+            raise FeatkitError(f"{path} already exists; choose another output or pass overwrite=True to replace it")
+        _write_svm(path, svm, classes, features, trained_on)
+    return path
+
+
+def _write_svm(path: Path, svm: OneVsAllLinearSVM, classes: list[str], features: FeatureFile,
+               trained_on: dict[str, Any]) -> None:
     fa = features.attrs
-    fd, tmp = tempfile.mkstemp(prefix=".svm-", suffix=".h5", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
@@ -80,7 +92,6 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_svm(path: str | Path) -> LinearClassifier:
