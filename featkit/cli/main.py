@@ -102,7 +102,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = ExtractOptions(
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
-        overwrite=args.overwrite, precision=args.precision, **sharding,
+        overwrite=args.overwrite, precision=args.precision, resize=args.resize, tta=args.tta, **sharding,
     )
     options.validate()
     dataset = open_dataset(args.dataset, args.root)
@@ -367,6 +367,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from featkit.data.geometry import DEFAULT_RESIZE, RESIZE_POLICIES, TTA_MODES
+
     parser = _Parser(prog="featkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"featkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -392,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision for the forward pass (recorded in the file)")
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
                    help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
+    p.add_argument("--resize", default=DEFAULT_RESIZE, choices=list(RESIZE_POLICIES),
+                   help=f"input geometry (default {DEFAULT_RESIZE}): warp to a square, short side to --image-size "
+                        "keeping the aspect ratio (long side <= 2x), or short side + centre crop")
+    p.add_argument("--tta", default="none", choices=list(TTA_MODES),
+                   help="flip: average the features and maps of each image and its mirror (2x the compute)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
     p.add_argument("--rank", type=int, default=int(os.environ.get("RANK", 0)),
                    help="this process's shard (default: $RANK, set by torchrun)")
