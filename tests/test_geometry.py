@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -133,3 +134,21 @@ def test_unknown_geometry_is_refused_with_the_keyword() -> None:
         ExtractOptions(resize="squash").validate()
     with pytest.raises(FeatkitError, match="tta must be one of none, flip"):
         ExtractOptions(tta="five-crop").validate()
+
+
+def test_svm_eval_cam_and_localize_refuse_features_of_another_geometry(
+    tmp_path: Path, fake_cub: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from featkit.cli import main
+
+    root = fake_cub(n_classes=2, per_class=4)
+    common = ["--dataset", "cub200", "--model", "tiny_test", "--maps", "--workers", "0"]
+    warp, short = tmp_path / "warp.h5", tmp_path / "short.h5"
+    assert main(["extract", str(root), *common, "-o", str(warp), "--resize", "warp"]) == 0
+    assert main(["extract", str(root), *common, "-o", str(short), "--resize", "short-side", "--tta", "flip"]) == 0
+    assert main(["svm-train", str(warp), "-o", str(tmp_path / "svm.h5"), "--C", "1"]) == 0
+    capsys.readouterr()
+    for verb in (["svm-eval"], ["cam", "-o", str(tmp_path / "cams")], ["localize"]):
+        assert main([verb[0], str(short), str(tmp_path / "svm.h5"), *verb[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"featkit {verb[0]}: error:" in err and "resize: warp there, short-side in" in err, err
