@@ -85,7 +85,7 @@ def table_rows(runs: Sequence[GeometryRun]) -> list[list[str]]:
     rows = [["resize", "tta", "images", "img/s", "vs warp", "input Mpx/s", "Mpx/s vs warp"]]
     for r in runs:
         rows.append([r.resize, r.tta, str(r.images), f"{r.img_per_s:.1f}", f"{r.img_per_s / warp.img_per_s:.2f}x",
-                     f"{r.mpx_per_s:.2f}", f"{r.mpx_per_s / warp.mpx_per_s:.2f}x"])
+                     f"{r.mpx_per_s:.3f}", f"{r.mpx_per_s / warp.mpx_per_s:.2f}x"])
     return rows
 
 
