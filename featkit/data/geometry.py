@@ -21,7 +21,7 @@ from __future__ import annotations
 
 RESIZE_POLICIES: tuple[str, ...] = ("warp", "short-side", "crop")
 TTA_MODES: tuple[str, ...] = ("none", "flip")
-DEFAULT_RESIZE = "warp"
+DEFAULT_RESIZE = "crop"
 """featkit's default policy (chosen by train-split cross-validation: docs/geometry.md)."""
 MAX_ASPECT = 2.0
 """Cap on long side / short side for ``short-side`` (at 224 px: inputs up to 224 x 448)."""
