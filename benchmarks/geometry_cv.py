@@ -46,6 +46,8 @@ log = logging.getLogger("featkit.geometry_cv")
 
 @dataclass(frozen=True)
 class CvScore:
+    """One geometry on one dataset: CV accuracy (mean, std over the splits) and the extraction time."""
+
     mean: float
     std: float
     n_images: int
