@@ -67,7 +67,7 @@ def run_demo(
         if head is None:
             raise FeatkitError(f"backbone {model} has no linear ImageNet head to draw CAMs with; pick another model")
         maps = torch.from_numpy(features.maps(np.arange(len(features))))
-        gap = torch.from_numpy(features.gap[:])
+        gap = torch.tensor(features.gap[:])
         sizes = features.sizes
     scores = gap @ torch.from_numpy(head.weight).T + torch.from_numpy(head.bias)
     probs = scores.softmax(dim=1)
