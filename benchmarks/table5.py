@@ -12,6 +12,11 @@ beside featkit's rows. Datasets not on disk are listed as missing, never faked.
 ``--train-per-class N`` re-draws random protocols with N training images per
 class (for small samples); such cells are marked with '*' because they do not
 follow the paper's protocol.
+
+``--geometries`` (default: warp, short-side, crop) gives one featkit row per
+input geometry, and ``table5_geometry.md`` one column per geometry, so the
+cost of squeezing images to a square (or of cutting their borders) is seen
+dataset by dataset.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from benchmarks.tables import write_table
 from featkit.data import load_manifest, open_dataset
 from featkit.data.base import draw_splits
+from featkit.data.geometry import RESIZE_POLICIES
 from featkit.errors import FeatkitError
 from featkit.features import ExtractOptions, extract
 from featkit.features.store import FeatureFile
@@ -73,7 +79,8 @@ def find_roots(data_dir: Path | None, explicit: Sequence[str]) -> dict[str, Path
 def evaluate_dataset(name: str, root: Path, model: str, cache: Path, train_per_class: int | None,
                      extract_options: ExtractOptions) -> Cell:
     manifest = load_manifest(name)
-    features_path = cache / f"{name}__{model}.h5"
+    resize = extract_options.resize
+    features_path = cache / (f"{name}__{model}.h5" if resize == "warp" else f"{name}__{model}__{resize}.h5")
     dataset = open_dataset(name, root)
     extract(dataset, features_path, replace(extract_options, model=model))
     with FeatureFile(features_path) as features:
@@ -88,24 +95,37 @@ def evaluate_dataset(name: str, root: Path, model: str, cache: Path, train_per_c
 
 
 def build_table(models: Sequence[str], roots: dict[str, Path], cache: Path, train_per_class: int | None,
-                extract_options: ExtractOptions) -> list[list[str]]:
+                extract_options: ExtractOptions,
+                geometries: Sequence[str] = ("warp",)) -> tuple[list[list[str]], list[list[str]]]:
+    """The Table 5 rows (paper rows, then one row per model and geometry) and the per-geometry table
+    (one row per model and dataset, one column per geometry)."""
     header = ["method", *(load_manifest(n).title for n in DATASETS)]
     rows = [header]
     for label, key in PAPER_ROWS:
         rows.append([label, *(f"{load_manifest(n).paper.get(key, '-')}" for n in DATASETS)])
+    cells: dict[tuple[str, str, str], str] = {}
     for model in models:
-        row = [f"{model} GAP (featkit)"]
+        for resize in geometries:
+            row = [f"{model} GAP (featkit)" + ("" if len(geometries) == 1 else f", {resize}")]
+            for name in DATASETS:
+                if name not in roots:
+                    row.append("missing")
+                    continue
+                try:
+                    options = replace(extract_options, resize=resize)
+                    text = evaluate_dataset(name, roots[name], model, cache, train_per_class, options).text
+                except FeatkitError as exc:
+                    log.warning("%s: %s", name, exc)
+                    text = "n/a"
+                row.append(text)
+                cells[(model, name, resize)] = text
+            rows.append(row)
+    by_geometry = [["model", "dataset", *geometries]]
+    for model in models:
         for name in DATASETS:
-            if name not in roots:
-                row.append("missing")
-                continue
-            try:
-                row.append(evaluate_dataset(name, roots[name], model, cache, train_per_class, extract_options).text)
-            except FeatkitError as exc:
-                log.warning("%s: %s", name, exc)
-                row.append("n/a")
-        rows.append(row)
-    return rows
+            if name in roots:
+                by_geometry.append([model, load_manifest(name).title, *(cells[(model, name, g)] for g in geometries)])
+    return rows, by_geometry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="re-draw random protocols with N train images per class (small samples; marked *)")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--geometries", nargs="+", default=list(RESIZE_POLICIES), choices=list(RESIZE_POLICIES),
+                        help="input geometries (extract --resize), one row / column each")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
@@ -127,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cache.mkdir(parents=True, exist_ok=True)
         args.out.mkdir(parents=True, exist_ok=True)
         options = ExtractOptions(image_size=args.image_size, workers=args.workers)
-        rows = build_table(args.models, roots, args.cache, args.train_per_class, options)
+        rows, by_geometry = build_table(args.models, roots, args.cache, args.train_per_class, options,
+                                        args.geometries)
     except FeatkitError as exc:
         print(f"table5: error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "'missing': dataset not on disk; '*': random protocol re-drawn with "
             f"{args.train_per_class} training images per class (sample data).\n")
     print(write_table(rows, args.out, "table5", note))
+    print(write_table(by_geometry, args.out, "table5_geometry",
+                      "Table 5 protocols, one column per input geometry (featkit extract --resize); same cells as "
+                      "table5.md. These are test-split numbers: they show the trade-off, they chose nothing "
+                      "(the default was chosen by train-split CV: geometry_cv.md)."))
     return 0
 
 

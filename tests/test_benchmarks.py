@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from conftest import sample_root, write_features, write_image
 
-from benchmarks import table5
+from benchmarks import geometry_cv, perf_geometry, table5
 
 
 def _fake_scene15(root: Path, classes: int = 3, per_class: int = 6) -> Path:
@@ -30,12 +30,16 @@ def test_table5_writes_paper_rows_beside_featkit(tmp_path: Path) -> None:
     cells = [c.strip() for c in featkit_row.strip("|").split("|")]
     assert cells[1] == "missing" and cells[3].endswith("*") and "+-" in cells[3]
     assert (out / "table5.csv").is_file()
+    by_geometry = (out / "table5_geometry.md").read_text().splitlines()
+    assert by_geometry[0] == "| model | dataset | warp | short-side | crop |"
+    assert by_geometry[2].startswith("| efficientnet_lite0 | 15-Scene |") and by_geometry[2].count("+-") == 3
 
 
 def test_table5_on_the_stanford40_sample(tmp_path: Path) -> None:
     root = sample_root("Stanford40")
     out = tmp_path / "results"
-    assert table5.main(["--root", f"stanford40={root}", "--out", str(out), "--cache", str(tmp_path)]) == 0
+    assert table5.main(["--root", f"stanford40={root}", "--out", str(out), "--cache", str(tmp_path),
+                        "--geometries", "warp"]) == 0
     featkit_row = next(line for line in (out / "table5.md").read_text().splitlines() if "(featkit)" in line)
     accuracy = float(featkit_row.strip("|").split("|")[7])
     assert 50.0 <= accuracy <= 100.0
@@ -84,3 +88,25 @@ def test_perf_svm_writes_ratios_at_the_same_grid_and_folds(tmp_path: Path) -> No
     assert {r["test metric"] for r in synthetic} == {"mAP (timed classes)"}
     assert {r["SVMs timed"] for r in synthetic} == {"1"} and synthetic[0]["classes"] == "6"
     assert "speedup ratio" in (out / "perf_svm.md").read_text()
+
+
+def test_geometry_cv_scores_every_geometry_on_train_images_only(tmp_path: Path) -> None:
+    _fake_scene15(tmp_path / "data" / "Scene15")
+    out = tmp_path / "results"
+    assert geometry_cv.main(["--data-dir", str(tmp_path / "data"), "--out", str(out), "--cache",
+                             str(tmp_path / "cache"), "--model", "tiny_test"]) == 0
+    lines = (out / "geometry_cv.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:6]] == ["warp", "short-side", "crop", "short-side + flip"]
+    assert all("(n=9)" in line for line in lines[2:6])  # 3 of the 6 images per class: the training part only
+    assert "the default resize is the best mean without TTA -> **" in lines[-1]
+
+
+def test_perf_geometry_reports_img_per_s_beside_warp(tmp_path: Path) -> None:
+    root = _fake_scene15(tmp_path / "Scene15", classes=2, per_class=4)
+    out = tmp_path / "results"
+    assert perf_geometry.main(["--root", str(root), "--dataset", "scene15", "--model", "tiny_test", "--workers", "0",
+                               "--repeats", "1", "--out", str(out)]) == 0
+    rows = [line.split("|")[1:-1] for line in (out / "perf_geometry.md").read_text().splitlines()[2:6]]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        ("warp", "none"), ("short-side", "none"), ("crop", "none"), ("short-side", "flip")]
+    assert rows[0][4].strip() == "1.00x" and all(float(r[3]) > 0 for r in rows)

@@ -22,7 +22,7 @@ from featkit.cli import main
 from featkit.data import open_dataset
 from featkit.features import STATUS_FAILED, STATUS_OK, ExtractOptions, FeatureFile, extract
 
-FAST = ExtractOptions(batch_size=3, workers=0, maps=True, image_size=64)
+FAST = ExtractOptions(batch_size=3, workers=0, maps=True, image_size=64, resize="warp")  # square maps: 2 x 2
 
 
 def _digest(path: Path) -> str:

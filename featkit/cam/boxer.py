@@ -18,6 +18,7 @@ import torch
 
 from featkit.cam.boxes import Box, box_from_cam
 from featkit.cam.maps import CamOptions, class_activation_maps, normalize_cam, upsample
+from featkit.cam.placement import covers_image, place, trim_padding
 from featkit.errors import FeatkitError
 
 
@@ -74,9 +75,24 @@ class CamBoxer:
         """Raw CAMs (n, T, h, w) of the classes ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w)."""
         return np.asarray(class_activation_maps(maps, self.options.cam_weight(self.weight), classes))
 
-    def upsample(self, cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """CAMs (..., h, w) at the original image's ``size = (width, height)``, not normalised."""
-        return np.asarray(upsample(cams, size, self.options.upsample))
+    def upsample(
+        self, cams: np.ndarray, size: tuple[int, int], frame: tuple[float, float, float, float] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """CAMs (..., h, w) at the original image's ``size = (width, height)``, not normalised.
+
+        NaN padding (maps of ``short-side`` files) is trimmed first. ``frame``
+        (x0, y0, x1, y1), the part of the image the maps cover (``crop`` files,
+        :meth:`~featkit.features.mapsource.MapSource.frames`), receives the CAM;
+        outside it the value is one no threshold keeps: the CAM's minimum for
+        min-max normalisation, else min(minimum, 0).
+        """
+        cams = trim_padding(np.asarray(cams, dtype=np.float32))
+        if covers_image(frame, size):
+            return np.asarray(upsample(cams, size, self.options.upsample))
+        assert frame is not None  # covers_image(None, ...) is True
+        lowest = cams.reshape(*cams.shape[:-2], -1).min(axis=-1)
+        outside = lowest if self.options.normalization == "minmax" else np.minimum(lowest, 0.0)
+        return place(cams, size, frame, self.options.upsample, outside)
 
     def box(self, upsampled: np.ndarray) -> Box:
         """The paper's box of one upsampled CAM (H, W)."""
@@ -87,13 +103,15 @@ class CamBoxer:
         return np.asarray(normalize_cam(upsampled, self.options.normalization))
 
     def boxes(
-        self, maps: np.ndarray, classes: np.ndarray, sizes: Sequence[tuple[int, int]] | np.ndarray
+        self, maps: np.ndarray, classes: np.ndarray, sizes: Sequence[tuple[int, int]] | np.ndarray,
+        frames: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Boxes (n, 4) of one class per image: ``classes`` (n,), ``sizes`` (n, 2) original (width, height)."""
+        """Boxes (n, 4) of one class per image: ``classes`` (n,), ``sizes`` (n, 2) original (width, height),
+        ``frames`` (n, 4) what the maps cover (None: the whole image)."""
         cams = self.cams(maps, np.asarray(classes))[:, 0]
         out = np.zeros((len(cams), 4), dtype=np.float64)
         with single_threaded_torch():
             for j, cam in enumerate(cams):
                 size = (int(sizes[j][0]), int(sizes[j][1]))
-                out[j] = self.box(self.upsample(cam, size))
+                out[j] = self.box(self.upsample(cam, size, None if frames is None else frames[j]))
         return out

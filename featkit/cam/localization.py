@@ -259,13 +259,14 @@ def _localize_one(
     agnostic: bool,
     iou_threshold: float,
     multi_threshold: bool,
+    frame: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Boxes, IoUs and hits of one image from its (2, h, w) CAMs (scored class, top-1 class).
 
     Returns the per-image record and the scored class's upsampled CAM (for the sweep).
     """
     same = scored == int(top[0])
-    up = boxer.upsample(cams[:1] if same else cams, size)
+    up = boxer.upsample(cams[:1] if same else cams, size, frame)
     box = boxer.box(up[0])
     top1_box = box if same else boxer.box(up[1])
     box_iou, gt_which = _best_iou(box, gts)
@@ -390,6 +391,7 @@ def localize(
         pos = np.array([position[int(r)] for r in chunk])
         wanted = np.stack([scored_all[pos], top_all[pos, 0]], axis=1)  # (n, 2): scored class, top-1 class
         cams = boxer.cams(maps, wanted)
+        frames = source.frames(chunk)
         sweep_cams: list[np.ndarray] = []
         sweep_gts: list[np.ndarray] = []
         with single_threaded_torch():
@@ -398,7 +400,8 @@ def localize(
                 gts = np.asarray(all_boxes[row], dtype=np.float64)
                 size = (int(sizes[row][0]), int(sizes[row][1]))
                 record, scored_cam = _localize_one(boxer, cams[j], size, gts, int(scored_all[i]), top_all[i],
-                                                   agnostic, iou_threshold, multi_threshold)
+                                                   agnostic, iou_threshold, multi_threshold,
+                                                   None if frames is None else frames[j])
                 names = {"row": int(row), "path": paths[row],
                          "true_class": features.classes[int(labels[i])] if labels[i] >= 0 else "",
                          "pred_class": classifier.classes[int(top_all[i, 0])],

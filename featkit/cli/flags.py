@@ -15,6 +15,8 @@ KEYWORD_FLAGS: dict[str, str] = {
     "workers": "--workers",
     "on_error": "--on-error",
     "precision": "--precision",
+    "resize": "--resize",
+    "tta": "--tta",
     "device": "--device",
     "world_size": "--world-size",
     "rank": "--rank",

@@ -149,7 +149,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = ExtractOptions(
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
-        overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, **sharding,
+        overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, resize=args.resize,
+        tta=args.tta, **sharding,
     )
     options.validate()
     dataset = open_dataset(args.dataset, args.root)
@@ -528,6 +529,8 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from featkit.data.geometry import DEFAULT_RESIZE, RESIZE_POLICIES, TTA_MODES
+
     parser = _Parser(prog="featkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"featkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -553,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision for the forward pass (recorded in the file)")
     p.add_argument("--on-error", default="fail", choices=["fail", "skip"],
                    help="unreadable image: stop (rows so far kept) or skip it (recorded in images/status)")
+    p.add_argument("--resize", default=DEFAULT_RESIZE, choices=list(RESIZE_POLICIES),
+                   help=f"input geometry (default {DEFAULT_RESIZE}): warp to a square, short side to --image-size "
+                        "keeping the aspect ratio (long side <= 2x), or short side + centre crop")
+    p.add_argument("--tta", default="none", choices=list(TTA_MODES),
+                   help="flip: average the features and maps of each image and its mirror (2x the compute)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
     p.add_argument("--moved-root", action="store_true",
                    help="resume an output extracted from another root (the dataset moved): the images already "

@@ -1,7 +1,9 @@
 """Decoding and resizing images for a backbone, fast and faithful to the original pixels.
 
-Images are warped (not cropped) to the square input so that every map cell maps
-back to a known rectangle of the original: CAM boxes land in original-image
+Images become the network input under one of the policies of
+:mod:`featkit.data.geometry` (warped to a square, short side scaled with the
+aspect ratio kept, or a centre crop); in each, every map cell maps back to a
+known rectangle of the original, so CAM boxes land in original-image
 coordinates. Large JPEGs are decoded at a reduced scale first (Pillow draft
 mode), which cuts decode time several-fold and changes nothing the bilinear
 resize to 224 px would keep. EXIF orientation is not applied: dataset
@@ -28,7 +30,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-RESIZE_POLICIES = ("warp",)
+from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
+
+__all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "load_rgb", "normalize_batch"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Loaded:
     """One decoded image ready for batching, or the reason it could not be read."""
 
     index: int
-    pixels: torch.Tensor  # (3, S, S) uint8; zeros when unreadable
+    pixels: torch.Tensor  # (3, h, w) uint8 (S x S but for resize="short-side"); zeros when unreadable
     size: tuple[int, int]  # original (width, height); (0, 0) when unreadable
     error: str = ""
     fingerprint: str = ""  # file_fingerprint of the file ('' when it cannot be read)
@@ -90,21 +94,31 @@ def open_image(path: Path) -> Image.Image:
 
 
 def load_rgb(
-    path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None
+    path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None,
+    resize: str = "warp", stride: int = 1,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """(S, S, 3) uint8 pixels of ``path`` (or of its ``crop`` box) warped to ``input_size``, and the original size.
+    """(h, w, 3) uint8 pixels of ``path`` (or of its ``crop`` box) under the ``resize`` policy, and the original size.
 
-    ``crop`` is (x0, y0, x1, y1) in original pixels; draft decoding is asked for a
-    scale at which the crop still has at least ``input_size`` pixels per side.
+    ``crop`` is (x0, y0, x1, y1) in original pixels; the policy then applies to
+    that box. Draft decoding is asked for a scale at which the part the network
+    sees still has at least as many pixels per side as the input.
     """
     with open_image(path) as img:
         size = img.size
+        if resize != "warp":
+            region = crop or (0.0, 0.0, float(size[0]), float(size[1]))
+            fx0, fy0, fx1, fy1 = frame(region[2] - region[0], region[3] - region[1], resize)
+            shape = input_shape(fx1 - fx0, fy1 - fy0, resize, input_size, stride)
+            if resize == "crop" or crop is not None:
+                crop = (region[0] + fx0, region[1] + fy0, region[0] + fx1, region[1] + fy1)
+        else:
+            shape = (input_size, input_size)
         if draft and img.format == "JPEG":
             if crop is None:
-                img.draft("RGB", (input_size, input_size))
+                img.draft("RGB", shape)
             else:
                 bw, bh = max(crop[2] - crop[0], 1.0), max(crop[3] - crop[1], 1.0)
-                img.draft("RGB", (math.ceil(input_size * size[0] / bw), math.ceil(input_size * size[1] / bh)))
+                img.draft("RGB", (math.ceil(shape[0] * size[0] / bw), math.ceil(shape[1] * size[1] / bh)))
         rgb = _rgb(img)
         if crop is not None:
             sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
@@ -112,9 +126,9 @@ def load_rgb(
             x1, y1 = min(rgb.size[0], crop[2] * sx), min(rgb.size[1], crop[3] * sy)
             if x1 - x0 < 1 or y1 - y0 < 1:
                 raise ValueError(f"crop box {tuple(round(v, 1) for v in crop)} is empty inside the {size} image")
-            rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
-        elif rgb.size != (input_size, input_size):
-            rgb = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
+            rgb = rgb.resize(shape, Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+        elif rgb.size != shape:
+            rgb = rgb.resize(shape, Image.Resampling.BILINEAR)
         return np.asarray(rgb, dtype=np.uint8), size
 
 
@@ -127,13 +141,16 @@ class ImageFolderView(torch.utils.data.Dataset):
     """Rows ``start..`` of a dataset's image list as a torch Dataset of :class:`Loaded`."""
 
     def __init__(
-        self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None
+        self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None,
+        resize: str = "warp", stride: int = 1,
     ) -> None:
         self.root = root
         self.paths = paths
         self.input_size = input_size
         self.draft = draft
         self.crops = crops
+        self.resize = resize
+        self.stride = stride
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -142,8 +159,8 @@ class ImageFolderView(torch.utils.data.Dataset):
         path = self.root / self.paths[index]
         try:
             crop = None if self.crops is None else _box(self.crops[index])
-            pixels, size = load_rgb(path, self.input_size, self.draft, crop)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, MemoryError) as exc:
+            pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__
             return Loaded(index, blank, (0, 0), f"{self.paths[index]}: {reason}", file_fingerprint(path))
@@ -153,22 +170,41 @@ class ImageFolderView(torch.utils.data.Dataset):
 @dataclass
 class Batch:
     indices: np.ndarray
-    pixels: torch.Tensor  # (B, 3, S, S) uint8
+    groups: list[tuple[np.ndarray, torch.Tensor]]
+    """(positions in the batch, pixels (n, 3, h, w) uint8): one group per input shape, in order of first use."""
     sizes: np.ndarray  # (B, 2)
     errors: list[str]
     fingerprints: list[str]
 
+    @property
+    def pixels(self) -> torch.Tensor:
+        """(B, 3, S, S) pixels of a batch whose images all have one shape (every policy but short-side)."""
+        if len(self.groups) != 1:
+            raise ValueError(f"this batch holds {len(self.groups)} input shapes; iterate over batch.groups")
+        return self.groups[0][1]
+
     def pin_memory(self) -> Batch:
-        self.pixels = self.pixels.pin_memory()
+        self.groups = [(pos, pixels.pin_memory()) for pos, pixels in self.groups]
         return self
 
 
 def collate(items: list[Loaded]) -> Batch:
-    """Stack decoded images; ``pixels`` is (B, 3, S, S) laid out channels-last (B, S, S, 3 in memory),
-    the layout the networks run in, so that no transposing copy is made on the way."""
+    """Stack decoded images, one stack per input shape (a bucket: no padding ever enters the network).
+
+    Each stack is (n, 3, h, w) laid out channels-last (n, h, w, 3 in memory),
+    the layout the networks run in, so that no transposing copy is made on the way.
+    """
+    buckets: dict[tuple[int, ...], list[int]] = {}
+    for position, item in enumerate(items):
+        buckets.setdefault(tuple(item.pixels.shape), []).append(position)
+    groups = [
+        (np.array(positions, dtype=np.int64),
+         torch.stack([items[p].pixels.permute(1, 2, 0) for p in positions]).permute(0, 3, 1, 2))
+        for positions in buckets.values()
+    ]
     return Batch(
         indices=np.array([it.index for it in items], dtype=np.int64),
-        pixels=torch.stack([it.pixels.permute(1, 2, 0) for it in items]).permute(0, 3, 1, 2),
+        groups=groups,
         sizes=np.array([it.size for it in items], dtype=np.int32),
         errors=[it.error for it in items],
         fingerprints=[it.fingerprint for it in items],

@@ -50,9 +50,10 @@ def predicted_class_boxes(
     where = {int(r): i for i, r in enumerate(idx)}
     boxer = CamBoxer(classifier.weight, cam_options)
     boxes = np.zeros((len(idx), 4), dtype=np.float64)
-    for part, maps in MapSource.of(features, root).batches(idx, batch):
+    source = MapSource.of(features, root)
+    for part, maps in source.batches(idx, batch):
         positions = np.array([where[int(r)] for r in part])
-        boxes[positions] = boxer.boxes(maps, predicted[positions], features.sizes[part])
+        boxes[positions] = boxer.boxes(maps, predicted[positions], features.sizes[part], source.frames(part))
     return boxes
 
 
@@ -130,6 +131,7 @@ def extract_crops(
         model=str(attrs["backbone"]), weights=weights_argument(attrs), image_size=int(attrs["input_size"]),
         batch_size=base.batch_size, workers=base.workers, device=base.device, maps=False,
         on_error=base.on_error, overwrite=base.overwrite, precision=str(attrs.get("precision", "float32")),
+        resize=str(attrs.get("resize", "warp")), tta=str(attrs.get("tta", "none")),
     )
     run_job(ExtractJob(Path(root), records, features.classes, features.splits, str(attrs["dataset"]), Path(output),
                        options, progress, crops=crop, crop_source=str(provenance.pop("crop")), extra=provenance))

@@ -67,8 +67,9 @@ def run_demo(
         if head is None:
             raise FeatkitError(f"backbone {model} has no linear ImageNet head to draw CAMs with; pick another model")
         maps = torch.from_numpy(features.maps(np.arange(len(features))))
+        gap = torch.tensor(features.gap[:])
         sizes = features.sizes
-    scores = maps.mean(dim=(2, 3)) @ torch.from_numpy(head.weight).T + torch.from_numpy(head.bias)
+    scores = gap @ torch.from_numpy(head.weight).T + torch.from_numpy(head.bias)
     probs = scores.softmax(dim=1)
     k = min(top, probs.shape[1])
     top_p, top_c = probs.topk(k, dim=1)

@@ -67,10 +67,11 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
     for report in reports:
         rows = report.rows
         cams = boxer.cams(source.maps(rows), report.unit)
+        frames = source.frames(rows)
         panels = []
         for i, row in enumerate(rows):
             size = (int(sizes[row][0]), int(sizes[row][1]))
-            up = boxer.upsample(cams[i, 0], size)
+            up = boxer.upsample(cams[i, 0], size, None if frames is None else frames[i])
             image = Image.open(image_root / paths[row]).convert("RGB")
             strip = cam_strip(image, [boxer.display(up)], [f"F={report.activations[i]:.2f}"],
                               pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])

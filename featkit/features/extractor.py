@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from featkit.data.base import ImageRecord
+from featkit.data.geometry import DEFAULT_RESIZE, canvas_input, check_geometry
 from featkit.data.images import Batch, ImageFolderView, collate, normalize_batch
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, Provenance
@@ -53,6 +54,10 @@ class ExtractOptions:
     on_error: str = "fail"
     overwrite: bool = False
     precision: str = "float32"
+    resize: str = DEFAULT_RESIZE
+    """Input geometry (:mod:`featkit.data.geometry`): ``warp``, ``short-side`` or ``crop``."""
+    tta: str = "none"
+    """``flip``: features (and maps, flipped back) are the mean of the image's and its mirror's."""
     rank: int = 0
     world_size: int = 1
     """``world_size > 1``: this process extracts the ``rank``-th contiguous block of rows into its own
@@ -83,6 +88,7 @@ class ExtractOptions:
             raise FeatkitError(f"workers must be 0 or more, got {self.workers}")
         if self.on_error not in ON_ERROR:
             raise FeatkitError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        check_geometry(self.resize, self.tta)
         if self.precision not in PRECISIONS:
             raise FeatkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -283,7 +289,7 @@ def extract_rows(job: ExtractJob) -> ExtractResult:
             log.info("resuming %s at image %d of %d", job.output, start, total)
         if job.progress:
             job.progress(start, total)
-        failed = _run(job, model.to(device), writer, start, provenance.input_size, spec, device)
+        failed = _run(job, model.to(device), writer, start, provenance, spec, device)
         writer.finish()
     return ExtractResult(Path(job.output), total, total - start, start, failed)
 
@@ -301,13 +307,15 @@ def job_provenance(
         weights_sha256=weights_sha256,
         feature_layer=spec.feature_layer,
         channels=spec.channels,
-        map_size=map_size(spec, model, input_size),
+        map_size=map_size(spec, model, canvas_input(job.options.resize, input_size)),
         input_size=input_size,
         mean=spec.mean,
         std=spec.std,
         dataset=job.dataset,
         dataset_root=str(Path(job.root).resolve()),
         precision=job.options.precision,
+        resize=job.options.resize,
+        tta=job.options.tta,
         maps=job.options.maps,
         extra=attrs,
     )
@@ -376,15 +384,16 @@ def _run(
     model: Backbone,
     writer: FeatureWriter,
     start: int,
-    input_size: int,
+    provenance: Provenance,
     spec: BackboneSpec,
     device: torch.device,
 ) -> list[str]:
-    view = ImageFolderView(Path(job.root), [r.path for r in job.records], input_size, crops=job.crops)
+    view = ImageFolderView(Path(job.root), [r.path for r in job.records], provenance.input_size, crops=job.crops,
+                           resize=provenance.resize, stride=spec.stride)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
     workers, threads = loader_plan(device, job.options.workers, processes)
     with _intra_op_threads(threads):
-        return _run_loader(job, model, writer, view, start, spec, device, workers)
+        return _run_loader(job, model, writer, view, start, spec, device, workers, provenance.map_size)
 
 
 @contextmanager
@@ -409,6 +418,7 @@ def _run_loader(
     spec: BackboneSpec,
     device: torch.device,
     workers: int,
+    canvas: tuple[int, int],
 ) -> list[str]:
     options, progress, total = job.options, job.progress, len(job.records)
     loader: Iterable[Batch]
@@ -444,15 +454,9 @@ def _run_loader(
                         f"cannot read image {bad[0]}; fix or remove it, or re-run with on_error='skip' "
                         f"({row} of {total} images are saved and the run resumes from there)"
                     )
-                x = normalize_batch(batch.pixels.to(device, non_blocking=True), spec.mean, spec.std)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    if chunk and chunk < len(x):
-                        maps = torch.cat([model.forward_features(part) for part in x.split(chunk)])
-                    else:
-                        maps = model.forward_features(x)
-                maps = maps.float()
-                gap = maps.mean(dim=(2, 3)).cpu().numpy()
+                gap_t, maps = forward_batch(model, batch, spec.mean, spec.std, device, autocast_dtype, chunk,
+                                            view.input_size, options.tta, canvas if options.maps else None)
+                gap = gap_t.cpu().numpy()
                 status = np.full(len(gap), STATUS_OK, dtype=np.int8)
                 for i, err in enumerate(batch.errors):
                     if err:
@@ -460,7 +464,7 @@ def _run_loader(
                         gap[i] = np.nan
                         failed.append(err)
                         log.warning("skipped unreadable image %s", err)
-                map_array = maps.to(torch.float16).cpu().numpy() if options.maps else None
+                map_array = maps.to(torch.float16).cpu().numpy() if maps is not None else None
                 # the previous batch was written while this one ran: report it, then hand this one over
                 committer.wait()
                 if progress and committed < row:
@@ -474,6 +478,60 @@ def _run_loader(
     if progress and committed < row:
         progress(row, total)
     return failed
+
+
+def forward_batch(
+    model: Backbone,
+    batch: Batch,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    chunk: int | None,
+    input_size: int,
+    tta: str = "none",
+    canvas: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GAP features (B, K) float32 of a batch, and its maps (B, K, h, w) float32 in ``canvas`` when asked.
+
+    Each shape bucket of the batch runs on its own, so no padding enters the
+    network or the GAP. Maps smaller than the canvas (``short-side``) are
+    placed top-left and the rest is NaN: the valid extent travels with the
+    maps and readers trim it (:func:`featkit.cam.maps.valid_extent`). With
+    ``tta="flip"`` the mirrored image runs too and its maps are flipped back
+    before the two are averaged. ``chunk`` (images per CPU pass at
+    ``input_size``) shrinks with the area of larger inputs.
+    """
+    gap: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    for positions, pixels in batch.groups:
+        x = normalize_batch(pixels.to(device, non_blocking=True), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last)
+        n = len(x)
+        if tta == "flip":
+            x = torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last)
+        per_pass = chunk and max(1, chunk * input_size * input_size // (x.shape[2] * x.shape[3]))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if per_pass and per_pass < len(x):
+                maps = torch.cat([model.forward_features(part) for part in x.split(per_pass)])
+            else:
+                maps = model.forward_features(x)
+        maps = maps.float()
+        if tta == "flip":
+            maps = (maps[:n] + maps[n:].flip(3)) / 2
+        pos = torch.from_numpy(positions).to(maps.device)
+        if gap is None:
+            gap = torch.empty((len(batch.errors), maps.shape[1]), dtype=torch.float32, device=maps.device)
+        gap[pos] = maps.mean(dim=(2, 3))
+        if canvas is not None:
+            h, w = maps.shape[2:]
+            if h > canvas[0] or w > canvas[1]:
+                raise RuntimeError(f"maps of {h}x{w} do not fit the {canvas[0]}x{canvas[1]} canvas of this file")
+            if out is None:
+                out = torch.full((len(batch.errors), maps.shape[1], *canvas), float("nan"), device=maps.device)
+            out[pos, :, :h, :w] = maps
+    assert gap is not None  # a batch has at least one image
+    return gap, out
 
 
 def weights_argument(attrs: dict[str, Any]) -> str | None:
@@ -507,7 +565,9 @@ def recompute_maps(
     size = int(attrs["input_size"])
     precision = str(attrs.get("precision", "float32"))
     dtype = PRECISIONS.get(precision)
-    view = ImageFolderView(Path(root), list(paths), size)
+    resize, tta = str(attrs.get("resize", "warp")), str(attrs.get("tta", "none"))
+    canvas = (int(attrs["map_size"][0]), int(attrs["map_size"][1]))
+    view = ImageFolderView(Path(root), list(paths), size, resize=resize, stride=spec.stride)
     model = model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
     out = []
@@ -517,10 +577,8 @@ def recompute_maps(
             bad = [it.error for it in items if it.error]
             if bad:
                 raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
-            batch = collate(items)
-            x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                for part in x.split(chunk):
-                    out.append(model.forward_features(part).float().cpu().numpy())
+            _, maps = forward_batch(model, collate(items), tuple(attrs["mean"]), tuple(attrs["std"]), dev, dtype,
+                                    chunk, size, tta, canvas)
+            assert maps is not None  # a canvas was given
+            out.append(maps.cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.channels, 1, 1), np.float32)

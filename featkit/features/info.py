@@ -33,7 +33,7 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         sha = str(a.get("weights_sha256") or "")
         lines.append(f"  weights      {a.get('weights')}" + (f"  sha256 {sha[:12]}..." if sha else ""))
         lines.append(
-            f"  input        {a.get('input_size')} px ({a.get('resize')}, {a.get('decode')}), "
+            f"  input        {a.get('input_size')} px ({a.get('resize')}, tta {a.get('tta', 'none')}, {a.get('decode')}), "
             f"mean {_fmt(a.get('mean'))}, std {_fmt(a.get('std'))}, precision {a.get('precision')}"
         )
         gap = f.h5["features/gap"]

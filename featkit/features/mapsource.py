@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featkit.data.geometry import frame
 from featkit.errors import FeatkitError
 from featkit.features.extractor import recompute_maps
 from featkit.features.store import FeatureFile
@@ -75,7 +76,27 @@ class MapSource:
             for b in range(0, len(part), batch):
                 yield part[b : b + batch], maps[b : b + batch]
 
+    def frames(self, rows: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """(n, 4) part of each image its maps cover (x0, y0, x1, y1), or None when they cover all of it."""
+        return map_frames(self.features, rows)
+
     def maps(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """Maps of ``rows`` in one array (for a handful of rows)."""
         parts = [maps for _, maps in self.batches(rows, max(1, len(rows)))]
         return np.concatenate(parts) if parts else np.zeros((0, 0, 0, 0), np.float32)
+
+
+def map_frames(features: FeatureFile, rows: Sequence[int] | np.ndarray) -> np.ndarray | None:
+    """(n, 4) frames of ``rows`` in original pixels, or None when the maps cover whole images.
+
+    Only ``crop`` files have a smaller frame (the centre square); ``warp`` and
+    ``short-side`` maps cover the whole image, padding aside.
+    """
+    resize = str(features.attrs.get("resize", "warp"))
+    if resize != "crop":
+        return None
+    if features.attrs.get("crop"):
+        raise FeatkitError(f"{features.path} holds features of crop boxes extracted with resize='crop'; "
+                           "CAMs need features of whole images: re-extract with resize='short-side' or 'warp'")
+    sizes = features.sizes[np.asarray(rows, dtype=np.int64)]
+    return np.array([frame(float(w), float(h), resize) for w, h in sizes], dtype=np.float64).reshape(-1, 4)

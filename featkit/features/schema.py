@@ -19,7 +19,7 @@ STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
 PROVENANCE_FIELDS: tuple[str, ...] = (
     "backbone", "weights", "weights_sha256", "feature_layer", "channels", "map_size", "input_size", "mean", "std",
-    "dataset", "dataset_root", "pooling", "resize", "decode", "precision", "maps",
+    "dataset", "dataset_root", "pooling", "resize", "tta", "decode", "precision", "maps",
 )
 """Root attributes that :class:`Provenance` writes from its own fields."""
 
@@ -31,7 +31,7 @@ SHARD_KEYS: tuple[str, ...] = ("shard_rank", "shard_world_size", "shard_start", 
 
 RESUME_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision", "maps", "resize",
-    "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root",
+    "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root",
 )
 """Attributes that must agree for a file to be resumed by a new run (``dataset_root``: unless the run
 says the dataset moved and the committed rows' fingerprints match, see ``FeatureWriter.open``)."""
@@ -77,6 +77,7 @@ class Provenance:
     dataset_root: str
     pooling: str = "gap"
     resize: str = "warp"
+    tta: str = "none"
     decode: str = "pil-draft"
     precision: str = "float32"
     maps: bool = False

@@ -120,6 +120,7 @@ def render_cams(
     for chunk, maps in source.batches(idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         cams = boxer.cams(maps, columns[pos])  # (n, T, h, w)
+        frames = source.frames(chunk)
         if save_raw != "none":
             raw_cams.append(cams)
         with single_threaded_torch():
@@ -128,7 +129,7 @@ def render_cams(
                 truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                 titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
                 picture = _picture(boxer, _open(files[i]), cams[j], titles, f"true: {truth}", all_boxes[row],
-                                   which == "top5", alpha)
+                                   which == "top5", alpha, None if frames is None else frames[j])
                 target = out / f"{_file_stem(int(row), paths[row])}.png"
                 picture.save(target)
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
@@ -150,9 +151,10 @@ def _picture(
     gt_boxes: np.ndarray,
     strip: bool,
     alpha: float,
+    frame: np.ndarray | None = None,
 ) -> Image.Image:
     """One image's (T, h, w) CAMs drawn on it: a single overlay, or a strip for several classes."""
-    up = boxer.upsample(cams, image.size)
+    up = boxer.upsample(cams, image.size, frame)
     shown = boxer.display(up)
     boxes = [boxer.box(cam) for cam in up]
     if strip:
