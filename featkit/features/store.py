@@ -636,9 +636,14 @@ class FeatureFile:
             raw = stored[unique]
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
         maps = torch.from_numpy(raw).float().numpy()
-        if not np.isfinite(maps).all():  # a damaged file: refuse rather than draw or score garbage
+        bad = ~np.isfinite(maps)
+        if bad.any() and self.attrs.get("resize") == "short-side":
+            # Variable-shape maps (resize='short-side') are NaN-padded: a cell that is NaN in every channel
+            # is padding. Anything else non-finite is damage: refuse rather than draw or score garbage.
+            bad &= ~np.isnan(maps).all(axis=1, keepdims=True)
+        if bad.any():
             read_rows = idx if inverse is None else np.unique(idx)
-            rows = read_rows[~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)]
+            rows = read_rows[bad.reshape(len(maps), -1).any(axis=1)]
             raise FeatkitError(f"{self.path} is damaged: features/maps holds NaN or inf in row {int(rows[0])} "
                                f"({self.paths[int(rows[0])]}); re-extract it (overwrite=True)")
         return maps if inverse is None else maps[inverse]
