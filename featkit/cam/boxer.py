@@ -3,7 +3,7 @@
 Localization, the CAM pictures, the crops of Table 4, the units of Sec. 5 and
 the demo all go through :class:`CamBoxer`, so a box means the same thing in
 every report and picture: the CAM of the class weights (all of them, or only
-the positive ones), upsampled to the original image, boxed by the paper's
+the positive ones) or another named map of :mod:`featkit.cam.methods`, upsampled to the original image, boxed by the paper's
 rule under one :class:`~featkit.cam.maps.CamOptions`.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from featkit.cam.boxes import Box, box_from_cam
-from featkit.cam.maps import CamOptions, class_activation_maps, normalize_cam, upsample
+from featkit.cam.maps import CamOptions, normalize_cam, upsample
+from featkit.cam.methods import method_maps
 from featkit.errors import FeatkitError
 
 
@@ -71,8 +72,11 @@ class CamBoxer:
         return cls(np.eye(channels, dtype=np.float32), options)
 
     def cams(self, maps: np.ndarray, classes: np.ndarray | int) -> np.ndarray:
-        """Raw CAMs (n, T, h, w) of the classes ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w)."""
-        return np.asarray(class_activation_maps(maps, self.options.cam_weight(self.weight), classes))
+        """Raw maps (n, T, h, w) of ``options.method`` for ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w).
+
+        The paper's CAM unless the options name another method of :mod:`featkit.cam.methods`.
+        """
+        return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes)
 
     def upsample(self, cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """CAMs (..., h, w) at the original image's ``size = (width, height)``, not normalised."""

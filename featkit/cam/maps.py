@@ -43,10 +43,16 @@ class CamOptions:
     threshold: float = 0.2
     upsample: str = "bilinear"
     weights: str = "all"
-    """'all': the paper's CAM, every w_k^c; 'positive': only units with w_k^c > 0 (positive evidence),
-    a variant that gives tighter boxes when SVM weights spread negative mass over the background."""
+    """'all': the paper's CAM, every w_k^c; 'positive': only units with w_k^c > 0. With one-vs-all SVMs
+    the negative weights sit on evidence shared by all classes, which lies ON the object, so positive-weight
+    boxes are LARGER (closer to the object's extent), not tighter."""
+    method: str = "cam"
+    """Which map is boxed (featkit.cam.methods): 'cam' is the paper's; the others trade its purity for extent."""
 
     def __post_init__(self) -> None:
+        from featkit.cam.methods import check_method  # methods builds on this module's CAM math
+
+        check_method(self.method)
         if self.weights not in CAM_WEIGHTS:
             raise FeatkitError(f"unknown CAM weights {self.weights!r}; use one of {', '.join(CAM_WEIGHTS)}")
         if self.normalization not in NORMALIZATIONS:

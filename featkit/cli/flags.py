@@ -38,6 +38,8 @@ KEYWORD_FLAGS: dict[str, str] = {
     "threshold": "--threshold",
     "normalization": "--normalization",
     "cam_weights": "--cam-weights",
+    "calibrate": "--calibrate",
+    "method": "--method",
     "C": "--C",
     "name": "--name",
     "mean": "--mean",

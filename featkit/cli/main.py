@@ -164,7 +164,8 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         full = evaluate(classifier, features, "test", args.fold)
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
         try:
-            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options, progress=update)
+            path = extract_crops(args.root, features, classifier, args.output, args.boxes, options,
+                                 cam_options=_cam_options(args), progress=update)
         finally:
             close()
     metrics = crop_accuracy(path, fold=args.fold)
@@ -177,7 +178,35 @@ def _cmd_crops(args: argparse.Namespace) -> int:
 def _cam_options(args: argparse.Namespace) -> CamOptions:
     from featkit.cam import CamOptions
 
-    return CamOptions(normalization=args.normalization, threshold=args.threshold, weights=args.cam_weights)
+    threshold = 0.2 if args.threshold is None else args.threshold
+    return CamOptions(normalization=args.normalization, threshold=threshold, weights=args.cam_weights,
+                      method=args.method)
+
+
+def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray | None:
+    """Training rows to choose the threshold on, or None for the a-priori threshold.
+
+    ``auto``: the paper's CAM keeps its a-priori 20 % (the reproduction stays
+    untouched), a threshold given by hand is kept, every other method is
+    calibrated on the train split when that split has boxes.
+    """
+    from featkit.linear import split_rows
+
+    if args.calibrate == "none" or (args.calibrate == "auto" and (args.method == "cam" or args.threshold is not None)):
+        return None
+    if args.calibrate == "train" and args.threshold is not None:
+        raise FeatkitError("give either threshold=... or calibrate='train', not both")
+    if not any(s for s in features.splits[:, 0]) or "train" not in set(features.splits[:, args.fold]):
+        if args.calibrate == "train":
+            raise FeatkitError(f"{features.path} has no train split to calibrate on; pass threshold=... instead")
+        return None
+    rows = split_rows(features, "train", args.fold)
+    boxes = features.boxes_of()
+    if not any(len(boxes[int(r)]) for r in rows):
+        if args.calibrate == "train":
+            raise FeatkitError(f"no train image of {features.path} has a box to calibrate on; pass threshold=...")
+        return None
+    return rows
 
 
 def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
@@ -218,6 +247,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
 
 def _cmd_localize(args: argparse.Namespace) -> int:
     from featkit.cam import localize
+    from featkit.cam.calibration import calibrate
     from featkit.features import FeatureFile
     from featkit.linear import classifier_for
     from featkit.viz import threshold_curve_plot
@@ -227,8 +257,13 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         classifier = classifier_for(features, args.svm)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
-        report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
-                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device)
+        options, calibration = _cam_options(args), None
+        train_rows = _calibration_rows(features, args)
+        if train_rows is not None:
+            calibration = calibrate(features, classifier, train_rows, options, root=args.root, device=args.device)
+        report = localize(features, classifier, rows, cam_options=options, root=args.root,
+                          sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
+                          calibration=calibration)
     print(report.to_markdown())
     if args.output:
         out = Path(args.output)
@@ -455,9 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
         p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
                        help="CAM normalization before thresholding (paper: max)")
-        p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+        p.add_argument("--threshold", type=float, default=None,
+                       help="box threshold, fraction of max (paper and default: 0.2)")
         p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
-                       help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
+                       help="all w_k^c (paper) or only the positive ones (larger boxes: with one-vs-all SVMs "
+                            "the negative weights sit on the object, not the background)")
+        p.add_argument("--method", default="cam",
+                       help="map to box: cam (paper, default), cam-positive, objectness (class-agnostic mean map), "
+                            "cam-objectness (positive CAM gated by the mean map), cam-objectness-mean")
         p.add_argument("--device", default="auto")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
@@ -473,7 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("localize", help="weakly supervised localization scores (IoU >= 0.5), sweep and baselines")
     cam_args(p)
     p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
-    p.add_argument("--no-sweep", action="store_true", help="skip the MaxBoxAcc threshold sweep")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="skip the MaxBoxAcc threshold sweep (an oracle: best threshold on the scored images)")
+    p.add_argument("--calibrate", default="auto", choices=["auto", "train", "none"],
+                   help="choose the threshold on the train split's boxes (auto: for every method but cam, "
+                        "when no --threshold is given and train has boxes); none: --threshold or 0.2")
     p.add_argument("--multi-threshold", action="store_true",
                    help="also score the original CAM code's two-box ILSVRC heuristic")
     p.set_defaults(func=_cmd_localize)
@@ -492,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("svm", help="svm.h5 whose predicted-class CAMs give the boxes")
     p.add_argument("-o", "--output", required=True, help="crops features file to write (or resume)")
     p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
+    p.add_argument("--method", default="cam", help="map of the CAM boxes (see `featkit localize --help`)")
+    p.add_argument("--threshold", type=float, default=None, help="box threshold (default 0.2; calibrate it "
+                   "on train with `featkit localize --method NAME --calibrate train`)")
+    p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"])
+    p.add_argument("--cam-weights", default="all", choices=["all", "positive"])
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)

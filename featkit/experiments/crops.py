@@ -88,7 +88,8 @@ def extract_crops(
         source = "gt"
     else:
         crop = predicted_class_boxes(features, classifier, rows, cam_options, root)
-        source = f"cam:{classifier.source}:threshold={cam_options.threshold}"
+        method = "" if cam_options.method == "cam" else f":method={cam_options.method}"
+        source = f"cam:{classifier.source}:threshold={cam_options.threshold}{method}"
     attrs = features.attrs
     labels, paths, all_boxes = features.labels, features.paths, features.boxes_of()
     records = [ImageRecord(paths[i], int(labels[i]), "", tuple(map(tuple, all_boxes[i].tolist())))

@@ -1,0 +1,91 @@
+"""Named localization maps through the one CamBoxer path, and thresholds chosen on training rows only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_localize import ALL_ROWS, CLASSES, NEAREST, identity_classifier, synthetic_maps, write_synthetic
+
+from featkit.cam.boxer import CamBoxer
+from featkit.cam.calibration import calibrate
+from featkit.cam.localization import localize
+from featkit.cam.maps import CamOptions, class_activation_maps
+from featkit.cam.methods import method_maps, method_names, objectness
+from featkit.errors import FeatkitError
+from featkit.features import FeatureFile, Head
+from featkit.linear import classifier_for
+
+RNG = np.random.default_rng(3)
+MAPS = RNG.random((3, 6, 5, 5), dtype=np.float32)
+WEIGHT = RNG.normal(size=(4, 6)).astype(np.float32)
+CLASS_ROWS = np.array([[0, 1], [2, 2], [3, 0]])
+
+
+def test_cam_method_is_the_papers_cam_bit_for_bit() -> None:
+    boxer = CamBoxer(WEIGHT, CamOptions(method="cam"))
+    assert np.array_equal(boxer.cams(MAPS, CLASS_ROWS), class_activation_maps(MAPS, WEIGHT, CLASS_ROWS))
+    positive = CamBoxer(WEIGHT, CamOptions(weights="positive")).cams(MAPS, CLASS_ROWS)
+    assert np.allclose(method_maps("cam-positive", MAPS, WEIGHT, CLASS_ROWS), positive, atol=1e-6)
+
+
+def test_objectness_ignores_the_class_and_gating_keeps_both_supports() -> None:
+    agnostic = method_maps("objectness", MAPS, WEIGHT, CLASS_ROWS)
+    assert agnostic.shape == (3, 2, 5, 5)
+    assert np.allclose(agnostic[:, 0], MAPS.mean(axis=1)) and np.allclose(agnostic[:, 1], agnostic[:, 0])
+    maps = np.zeros((1, 2, 4, 4), np.float32)
+    maps[0, 0, :2, :2] = 1.0  # unit 0: class evidence top-left
+    maps[0, 1, :, :2] = 3.0  # unit 1: an object on the whole left half, weight 0 for the class
+    gated = method_maps("cam-objectness", maps, np.array([[1.0, 0.0]]), 0)[0, 0]
+    assert gated.max() == pytest.approx(1.0) and (gated[:, 2:] == 0).all() and (gated[2:] == 0).all()
+    assert np.allclose(objectness(maps)[0], maps[0].mean(axis=0))
+
+
+def test_unknown_method_names_the_choices() -> None:
+    with pytest.raises(FeatkitError, match="unknown localization method 'gradcam'; use one of cam, cam-positive"):
+        CamOptions(method="gradcam")
+    assert {"cam", "cam-positive", "objectness", "cam-objectness"} <= set(method_names())
+
+
+def test_every_method_localizes_through_the_same_path(tmp_path: Path) -> None:
+    with FeatureFile(write_synthetic(tmp_path)) as features:
+        for name in method_names():
+            report = localize(features, identity_classifier(), ALL_ROWS,
+                              cam_options=CamOptions(upsample="nearest", method=name), sweep=False)
+            assert report.summary["method"] == name and report.summary["n_images"] == 5
+            assert f"| {name} (SVM weights) |" in report.to_markdown()
+
+
+def test_calibration_looks_only_at_the_rows_it_is_given(tmp_path: Path) -> None:
+    """The threshold chosen on images 0-3 is then applied to image 4; image 4's boxes never enter the choice."""
+    with FeatureFile(write_synthetic(tmp_path)) as features:
+        train, test = np.arange(4), np.array([4])
+        chosen = calibrate(features, identity_classifier(), train, NEAREST, split="train", grid=(0.3, 0.6, 0.9))
+        assert chosen.n_images == 4 and chosen.split == "train" and chosen.grid == (0.3, 0.6, 0.9)
+        # Images 0-3 have maps lit exactly on their boxes: every threshold hits all of them; ties go low.
+        assert chosen.curve == (1.0, 1.0, 1.0) and chosen.options.threshold == 0.3
+        report = localize(features, identity_classifier(), test, cam_options=NEAREST, sweep=False,
+                          calibration=chosen)
+        s = report.summary
+        assert s["threshold"] == 0.3 and s["calibration"]["n_images"] == 4
+        assert s["threshold_chosen_on"] == "train (4 images)"
+        assert "Threshold 0.3 chosen on 4 train images only" in report.to_markdown()
+        with pytest.raises(FeatkitError, match="no image of split 'train'.*has a ground-truth box"):
+            calibrate(features, identity_classifier(), np.array([5]), NEAREST)
+
+
+def test_head_scores_its_top1_map_when_it_knows_only_some_classes(tmp_path: Path) -> None:
+    """The ImageNet head on a dataset where only one class name is an ImageNet class: class-agnostic, no error."""
+    head = Head(np.eye(4, dtype=np.float32), np.zeros(4, np.float32), [CLASSES[0], "goldfish", "shark", "ray"])
+    with FeatureFile(write_synthetic(tmp_path, head=head)) as features:
+        report = localize(features, classifier_for(features, None), ALL_ROWS, cam_options=NEAREST, sweep=False)
+    assert report.summary["gt_known_loc"] is None
+    assert report.summary["top1_cam_loc"] == pytest.approx(4 / 5)
+
+
+def test_gated_map_is_zero_where_no_unit_fires() -> None:
+    maps = synthetic_maps()
+    gated = method_maps("cam-objectness", maps, np.eye(4, dtype=np.float32), np.array([0, 1, 2, 3, 0, 2]))
+    assert gated.shape == (len(maps), 1, 4, 4) and float(gated.min()) >= 0.0
+    assert ((gated[:, 0] > 0) <= (maps.max(axis=1) > 0)).all()
