@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
-from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.boxes import (
     DEFAULT_SWEEP,
     BoxAccuracy,
@@ -46,6 +45,7 @@ from featkit.cam.boxes import (
     max_box_acc,
     multi_threshold_boxes,
 )
+from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource
