@@ -491,6 +491,26 @@ def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tup
     return spec, model.to(dev), dev
 
 
+def preprocessed_batches(
+    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device
+) -> Iterator[torch.Tensor]:
+    """Normalised input batches (n, 3, S, S) of ``paths`` under ``root``, preprocessed as the file records.
+
+    Shared by every computation that runs the backbone again on a file's
+    images (recomputed maps, gradient maps), so they all see the same pixels.
+    """
+    size = int(attrs["input_size"])
+    view = ImageFolderView(Path(root), list(paths), size)
+    for lo in range(0, len(paths), batch_size):
+        items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
+        bad = [it.error for it in items if it.error]
+        if bad:
+            raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
+        batch = collate(items)
+        x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
 def recompute_maps(
     attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int = 16, device: str = "auto"
 ) -> np.ndarray:
@@ -502,19 +522,11 @@ def recompute_maps(
     size = int(attrs["input_size"])
     precision = str(attrs.get("precision", "float32"))
     dtype = PRECISIONS.get(precision)
-    view = ImageFolderView(Path(root), list(paths), size)
     model = model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
     out = []
     with torch.inference_mode():
-        for lo in range(0, len(paths), batch_size):
-            items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
-            bad = [it.error for it in items if it.error]
-            if bad:
-                raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
-            batch = collate(items)
-            x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
-            x = x.contiguous(memory_format=torch.channels_last)
+        for x in preprocessed_batches(attrs, root, paths, batch_size, dev):
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 for part in x.split(chunk):
                     out.append(model.forward_features(part).float().cpu().numpy())
