@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from featkit.cam.calibration import calibrate
 from featkit.cam.localization import localize
 from featkit.cam.maps import CamOptions, class_activation_maps
 from featkit.cam.methods import method_maps, method_names, objectness
+from featkit.cli import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile, Head
 from featkit.linear import classifier_for
@@ -89,3 +92,38 @@ def test_gated_map_is_zero_where_no_unit_fires() -> None:
     gated = method_maps("cam-objectness", maps, np.eye(4, dtype=np.float32), np.array([0, 1, 2, 3, 0, 2]))
     assert gated.shape == (len(maps), 1, 4, 4) and float(gated.min()) >= 0.0
     assert ((gated[:, 0] > 0) <= (maps.max(axis=1) > 0)).all()
+
+
+TINY = ["--model", "tiny_test", "--workers", "0", "--batch-size", "4"]
+
+
+def test_cli_methods_calibration_and_dgl_on_a_tiny_store(fake_cub: Callable[..., Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    root = fake_cub(n_classes=2, per_class=6)
+    features, svm = tmp_path / "f.h5", tmp_path / "svm.h5"
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "-o", str(features), *TINY]) == 0
+    assert main(["svm-train", str(features), "-o", str(svm), "--C", "1"]) == 0
+    capsys.readouterr()
+
+    def run(*extra: str) -> dict:
+        out = tmp_path / "out"
+        assert main(["localize", str(features), str(svm), "--no-sweep", "-o", str(out), *extra]) == 0
+        return json.loads((out / "localization.json").read_text())["summary"]
+
+    paper = run()
+    assert paper["method"] == "cam" and paper["threshold"] == 0.2 and paper["threshold_chosen_on"] == "a priori"
+    calibrated = run("--method", "cam-positive")
+    assert calibrated["calibration"]["split"] == "train" and calibrated["calibration"]["n_images"] == 6
+    assert calibrated["threshold"] in calibrated["calibration"]["grid"]
+    assert "chosen on 6 train images only" in capsys.readouterr().out
+    # DGL at the last layer is the CAM times 1/(h w): the same boxes under the same threshold.
+    dgl = run("--method", "dgl", "--calibrate", "none")
+    assert dgl["maps"].startswith("gradients on layer last") and dgl["gt_known_loc"] == paper["gt_known_loc"]
+    assert dgl["mean_iou"] == pytest.approx(paper["mean_iou"], abs=1e-6)
+    inner = run("--method", "dgl", "--layer", "0,last", "--calibrate", "none")
+    assert inner["n_images"] == paper["n_images"]
+    capsys.readouterr()
+    assert main(["localize", str(features), str(svm), "--method", "dgl", "--layer", "nope"]) == 2
+    assert "no layer 'nope'" in capsys.readouterr().err
+    assert main(["localize", str(features), str(svm), "--method", "gradcam"]) == 2
+    assert "unknown localization method 'gradcam'" in capsys.readouterr().err

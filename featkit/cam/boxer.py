@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from featkit.cam.boxes import Box, box_from_cam
+from featkit.cam.dgl import image_gradient_maps
 from featkit.cam.maps import CamOptions, normalize_cam, upsample
-from featkit.cam.methods import method_maps
+from featkit.cam.methods import GRADIENT_METHODS, method_maps
 from featkit.errors import FeatkitError
+from featkit.features.mapsource import MapSource, dataset_root
 
 
 @contextlib.contextmanager
@@ -77,6 +79,34 @@ class CamBoxer:
         The paper's CAM unless the options name another method of :mod:`featkit.cam.methods`.
         """
         return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes)
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the maps come from the backbone run again with gradients (not from conv maps)."""
+        return self.options.method in GRADIENT_METHODS
+
+    def batches(
+        self, source: MapSource, rows: np.ndarray, batch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(rows, conv maps) from ``source``; gradient methods get the rows only (maps None), no map is read."""
+        if self.needs_images:
+            for lo in range(0, len(rows), batch):
+                yield rows[lo : lo + batch], None
+        else:
+            yield from source.batches(rows, batch)
+
+    def row_cams(self, source: MapSource, rows: np.ndarray, maps: np.ndarray | None, classes: np.ndarray) -> np.ndarray:
+        """:meth:`cams` of ``rows``: from their conv maps, or by gradients on their images (dgl)."""
+        if not self.needs_images:
+            assert maps is not None  # batches() gives maps to every non-gradient method
+            return self.cams(maps, classes)
+        root = dataset_root(source.features, source.root)
+        if root is None:
+            raise FeatkitError(f"method {self.options.method!r} runs the backbone on the images, but "
+                               f"{source.features.path} records no dataset root on disk; pass root=DATASET_ROOT")
+        layers = tuple(name.strip() for name in self.options.layer.split(",") if name.strip()) or ("last",)
+        return image_gradient_maps(source.features, root, rows, self.options.cam_weight(self.weight), classes,
+                                   layers, source.device)
 
     def upsample(self, cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """CAMs (..., h, w) at the original image's ``size = (width, height)``, not normalised."""

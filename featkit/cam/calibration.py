@@ -107,9 +107,9 @@ def calibrate(
     source = MapSource.of(features, root, device=device)
     position = {int(r): i for i, r in enumerate(idx)}
     hits = np.zeros((idx.size, levels.size), dtype=bool)
-    for chunk, maps in source.batches(idx, batch):
+    for chunk, maps in boxer.batches(source, idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
-        cams = boxer.cams(maps, scored[pos])[:, 0]
+        cams = boxer.row_cams(source, chunk, maps, scored[pos])[:, 0]
         with single_threaded_torch():
             for j, row in enumerate(chunk):
                 width, height = int(features.sizes[row][0]), int(features.sizes[row][1])

@@ -16,7 +16,7 @@ where the evidence lies, and keeps the last-layer case exactly the CAM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ def gradient_maps(
     captured: dict[str, torch.Tensor] = {}
     hooks = []
 
-    def keeper(name: str):  # type: ignore[no-untyped-def]
+    def keeper(name: str) -> Callable[[torch.nn.Module, object, torch.Tensor], torch.Tensor]:
         def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
             leaf = output.detach().requires_grad_(True)
             captured[name] = leaf

@@ -357,10 +357,10 @@ def localize(
     per_image: list[dict[str, Any]] = []
     sweep_parts: list[BoxAccuracy] = []
     sweep_counts: list[int] = []
-    for chunk, maps in source.batches(idx, batch):
+    for chunk, maps in boxer.batches(source, idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
         wanted = np.stack([scored_all[pos], top_all[pos, 0]], axis=1)  # (n, 2): scored class, top-1 class
-        cams = boxer.cams(maps, wanted)
+        cams = boxer.row_cams(source, chunk, maps, wanted)
         sweep_cams: list[np.ndarray] = []
         sweep_gts: list[np.ndarray] = []
         with single_threaded_torch():
@@ -405,7 +405,7 @@ def localize(
         **cam_options.to_dict(),
         "classifier": classifier.source,
         "classifier_kind": "backbone head" if classifier.is_head else "SVM weights",
-        "maps": source.kind,
+        "maps": f"gradients on layer {cam_options.layer} of the images" if boxer.needs_images else source.kind,
         "features": str(features.path),
         "threshold_chosen_on": (f"{calibration.split} ({calibration.n_images} images)" if calibration is not None
                                 else "a priori"),

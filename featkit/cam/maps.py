@@ -48,6 +48,8 @@ class CamOptions:
     boxes are LARGER (closer to the object's extent), not tighter."""
     method: str = "cam"
     """Which map is boxed (featkit.cam.methods): 'cam' is the paper's; the others trade its purity for extent."""
+    layer: str = "last"
+    """Gradient methods (dgl) only: comma-separated backbone layers whose maps are fused ('last': the CAM maps)."""
 
     def __post_init__(self) -> None:
         from featkit.cam.methods import check_method  # methods builds on this module's CAM math

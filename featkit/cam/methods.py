@@ -83,22 +83,27 @@ METHODS: dict[str, MapMethod] = {
 }
 """Map methods that work on stored maps (no backbone needed), by name."""
 
+GRADIENT_METHODS: tuple[str, ...] = ("dgl",)
+"""Methods that run the backbone again on the images (gradients on ``CamOptions.layer``): see featkit.cam.dgl."""
+
 CLASS_AGNOSTIC: frozenset[str] = frozenset({"objectness"})
 """Methods whose map ignores the class (GT-known and top-1 boxes are the same box)."""
 
 
 def method_names() -> tuple[str, ...]:
-    return tuple(METHODS)
+    return (*METHODS, *GRADIENT_METHODS)
 
 
 def check_method(name: str) -> None:
-    if name not in METHODS:
-        raise FeatkitError(f"unknown localization method {name!r}; use one of {', '.join(METHODS)}")
+    if name not in method_names():
+        raise FeatkitError(f"unknown localization method {name!r}; use one of {', '.join(method_names())}")
 
 
 def method_maps(name: str, maps: np.ndarray, weight: np.ndarray, classes: np.ndarray | int) -> np.ndarray:
     """Maps (n, T, h, w) of method ``name`` for ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w)."""
     check_method(name)
+    if name in GRADIENT_METHODS:
+        raise FeatkitError(f"method {name!r} needs the images, not stored maps; use CamBoxer.row_cams")
     index = np.asarray(classes, dtype=np.int64)
     n = np.shape(maps)[0]
     if index.ndim == 0:

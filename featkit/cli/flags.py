@@ -40,6 +40,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "cam_weights": "--cam-weights",
     "calibrate": "--calibrate",
     "method": "--method",
+    "layer": "--layer",
     "C": "--C",
     "name": "--name",
     "mean": "--mean",

@@ -180,7 +180,7 @@ def _cam_options(args: argparse.Namespace) -> CamOptions:
 
     threshold = 0.2 if args.threshold is None else args.threshold
     return CamOptions(normalization=args.normalization, threshold=threshold, weights=args.cam_weights,
-                      method=args.method)
+                      method=args.method, layer=getattr(args, "layer", "last"))
 
 
 def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray | None:
@@ -497,7 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the negative weights sit on the object, not the background)")
         p.add_argument("--method", default="cam",
                        help="map to box: cam (paper, default), cam-positive, objectness (class-agnostic mean map), "
-                            "cam-objectness (positive CAM gated by the mean map), cam-objectness-mean")
+                            "cam-objectness (positive CAM gated by the mean map), cam-objectness-mean, "
+                            "dgl (gradient x activation on --layer; runs the backbone on the images)")
+        p.add_argument("--layer", default="last",
+                       help="dgl only: backbone layer(s), comma-separated and fused (default last = the CAM maps)")
         p.add_argument("--device", default="auto")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
