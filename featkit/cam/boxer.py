@@ -124,7 +124,10 @@ class CamBoxer:
         self, maps: np.ndarray, classes: np.ndarray, sizes: Sequence[tuple[int, int]] | np.ndarray
     ) -> np.ndarray:
         """Boxes (n, 4) of one class per image: ``classes`` (n,), ``sizes`` (n, 2) original (width, height)."""
-        cams = self.cams(maps, np.asarray(classes))[:, 0]
+        return self.boxes_of(self.cams(maps, np.asarray(classes))[:, 0], sizes)
+
+    def boxes_of(self, cams: np.ndarray, sizes: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
+        """Boxes (n, 4) of raw maps (n, h, w) upsampled to ``sizes`` (n, 2) original (width, height)."""
         out = np.zeros((len(cams), 4), dtype=np.float64)
         with single_threaded_torch():
             for j, cam in enumerate(cams):

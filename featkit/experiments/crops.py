@@ -43,9 +43,11 @@ def predicted_class_boxes(
     where = {int(r): i for i, r in enumerate(idx)}
     boxer = CamBoxer(classifier.weight, cam_options)
     boxes = np.zeros((len(idx), 4), dtype=np.float64)
-    for part, maps in MapSource.of(features, root).batches(idx, batch):
+    source = MapSource.of(features, root)
+    for part, maps in boxer.batches(source, idx, batch):
         positions = np.array([where[int(r)] for r in part])
-        boxes[positions] = boxer.boxes(maps, predicted[positions], features.sizes[part])
+        cams = boxer.row_cams(source, part, maps, predicted[positions])[:, 0]
+        boxes[positions] = boxer.boxes_of(cams, features.sizes[part])
     return boxes
 
 

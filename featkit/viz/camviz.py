@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
+from featkit.cam.calibration import class_agnostic
 from featkit.cam.maps import CamOptions
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource, dataset_root
@@ -52,8 +53,8 @@ def _class_columns(
     """Classifier rows to draw per image: (n, 1) or (n, T) for top-5."""
     if which == "top5":
         return top
-    if which == "top1":
-        return top[:, :1]
+    if which == "top1" or (which == "gt" and class_agnostic(features, classifier, rows)):
+        return top[:, :1]  # the backbone head on other classes or unlabelled images: its top-1 class
     if which == "gt":
         labels = features.labels[rows]
         if (labels < 0).any():
@@ -111,9 +112,9 @@ def render_cams(
 
     entries: list[GalleryEntry] = []
     raw_cams: list[np.ndarray] = []
-    for chunk, maps in source.batches(idx, batch):
+    for chunk, maps in boxer.batches(source, idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
-        cams = boxer.cams(maps, columns[pos])  # (n, T, h, w)
+        cams = boxer.row_cams(source, chunk, maps, columns[pos])  # (n, T, h, w)
         if save_raw != "none":
             raw_cams.append(cams)
         with single_threaded_torch():
