@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_localize import ALL_ROWS, CLASSES, NEAREST, identity_classifier, synthetic_maps, write_synthetic
 
 from featkit.cam.boxer import CamBoxer
 from featkit.cam.calibration import calibrate
 from featkit.cam.localization import localize
 from featkit.cam.maps import CamOptions, class_activation_maps
-from featkit.cam.methods import method_maps, method_names, objectness
+from featkit.cam.methods import METHODS, method_maps, method_names, objectness
 from featkit.cli import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile, Head
@@ -53,11 +54,11 @@ def test_unknown_method_names_the_choices() -> None:
 
 def test_every_method_localizes_through_the_same_path(tmp_path: Path) -> None:
     with FeatureFile(write_synthetic(tmp_path)) as features:
-        for name in method_names():
+        for name in METHODS:  # every stored-maps method (dgl needs the images: see the CLI test)
             report = localize(features, identity_classifier(), ALL_ROWS,
                               cam_options=CamOptions(upsample="nearest", method=name), sweep=False)
             assert report.summary["method"] == name and report.summary["n_images"] == 5
-            assert f"| {name} (SVM weights) |" in report.to_markdown()
+            assert f"| {'CAM' if name == 'cam' else name} (SVM weights) |" in report.to_markdown()
 
 
 def test_calibration_looks_only_at_the_rows_it_is_given(tmp_path: Path) -> None:
@@ -127,3 +128,23 @@ def test_cli_methods_calibration_and_dgl_on_a_tiny_store(fake_cub: Callable[...,
     assert "no layer 'nope'" in capsys.readouterr().err
     assert main(["localize", str(features), str(svm), "--method", "gradcam"]) == 2
     assert "unknown localization method 'gradcam'" in capsys.readouterr().err
+
+
+def test_cam_draws_methods_side_by_side(tmp_path: Path) -> None:
+    """One strip per image: the input, then one panel per method, predicted box red, ground truth green."""
+    from featkit.viz.camviz import render_cams
+
+    root = tmp_path / "images"
+    with FeatureFile(write_synthetic(tmp_path, dataset_root=root, images=True)) as features:
+        # Image 4: class 0's map sits on a GT box (cam), the mean map also covers a brighter unit beside it.
+        index = render_cams(features, identity_classifier(), np.array([4]), tmp_path / "strips",
+                            cam_options=NEAREST, methods=("cam", "objectness", "cam-objectness"))
+    (path,) = sorted((tmp_path / "strips").glob("*.png"))
+    assert index.read_text().count("<img") == 1
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape[1] == 4 * 80 + 3 * 4  # the input and three method panels
+    red = (picture[..., 0] > 200) & (picture[..., 1] < 40) & (picture[..., 2] < 40)
+    green = (picture[..., 1] > 200) & (picture[..., 0] < 40) & (picture[..., 2] < 40)
+    panels = [slice(84 * k, 84 * k + 80) for k in range(1, 4)]
+    assert all(red[:, p].sum() > 40 for p in panels)
+    assert green[:, panels[1]].sum() > 40  # objectness' box is larger than the GT box: both visible

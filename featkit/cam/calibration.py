@@ -25,8 +25,9 @@ from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 
-CALIBRATION_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
-"""Thresholds tried on the training images: 0.05, 0.10, ..., 0.95 (of the map's max, or min-max range)."""
+CALIBRATION_GRID: tuple[float, ...] = (0.01, 0.02, 0.03) + tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""Thresholds tried on the training images: 0.01, 0.02, 0.03, 0.05, 0.10, ..., 0.95 (of the map's max, or of
+its min-max range); the low end is for products of maps (cam-objectness), whose values shrink."""
 
 CALIBRATION_SIDE = 160
 """Calibration boxes the map upsampled to at most this many pixels on the long side, then scales the box

@@ -102,7 +102,7 @@ class LocalizationReport:
             "",
             "| method | GT-known loc. | top-1 loc. | top-5 loc. | top-1 CAM, any class | mean IoU |",
             "|---|---:|---:|---:|---:|---:|",
-            f"| {s.get('method', 'cam')} ({s['classifier_kind']}) | {pct(s['gt_known_loc'])} | {pct(s['top1_loc'])} | "
+            f"| {'CAM' if s.get('method', 'cam') == 'cam' else s['method']} ({s['classifier_kind']}) | {pct(s['gt_known_loc'])} | {pct(s['top1_loc'])} | "
             f"{pct(s['top5_loc'])} | {pct(s['top1_cam_loc'])} | {pct(s['mean_iou'])} |",
             f"| centre box (half the area) | {pct(s['center_baseline'])} | | | | |",
             f"| full image | {pct(s['full_image_baseline'])} | | | | |",

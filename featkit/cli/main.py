@@ -239,8 +239,11 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         rows = _select_rows(features, args)
+        methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
+        args.method = methods[0]
         index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
-                            cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device)
+                            cam_options=_cam_options(args), root=args.root, save_raw=args.raw, device=args.device,
+                            methods=methods)
     print(f"wrote {len(rows)} CAM pictures and {index}")
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -82,6 +83,7 @@ def render_cams(
     batch: int = 32,
     alpha: float = 0.5,
     device: str = "auto",
+    methods: Sequence[str] = (),
 ) -> Path:
     """Draw CAMs of ``rows`` into ``out_dir`` (PNG per image + index.html); returns the page.
 
@@ -89,6 +91,9 @@ def render_cams(
     best classes, paper Fig. 4) or a class name of the classifier. ``save_raw``
     "npy" writes ``cams.npy`` (n, T, h, w) with ``cams_classes.npy`` (n, T) and
     ``cams_rows.npy`` (n); "h5" writes the same into ``cams.h5`` with names.
+    Two or more ``methods`` draw one strip per image instead: one column per
+    method (first class of ``which``), ground truth green, predicted box red,
+    each boxed under ``cam_options`` with its own method.
     """
     if save_raw not in SAVE_RAW:
         raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
@@ -111,6 +116,26 @@ def render_cams(
     paths, labels, names = features.paths, features.labels, classifier.classes
 
     entries: list[GalleryEntry] = []
+    if len(methods) > 1:
+        boxers = [CamBoxer(classifier.weight, replace(cam_options, method=name)) for name in methods]
+        for chunk, conv in source.batches(idx, batch):
+            pos = np.array([position[int(r)] for r in chunk])
+            per_method = [b.row_cams(source, chunk, conv, columns[pos][:, :1])[:, 0] for b in boxers]
+            with single_threaded_torch():
+                for j, row in enumerate(chunk):
+                    image = _open(files[int(pos[j])])
+                    ups = [b.upsample(cams[j], image.size) for b, cams in zip(boxers, per_method)]
+                    truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
+                    cls = names[int(columns[pos[j], 0])]
+                    picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
+                                        [b.box(up) for b, up in zip(boxers, ups)], f"true: {truth}; map of {cls}",
+                                        alpha, [tuple(g) for g in all_boxes[row]])
+                    target = out / f"{_file_stem(int(row), paths[row])}.png"
+                    picture.save(target)
+                    entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
+        return write_gallery(out / "index.html", entries,
+                             f"Methods {', '.join(methods)} on {features.path.name}, weights {classifier.source}")
+
     raw_cams: list[np.ndarray] = []
     for chunk, maps in boxer.batches(source, idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
