@@ -30,6 +30,9 @@ first, which is what the authors' MATLAB code wrote to disk (imwrite clips)."""
 
 CAM_WEIGHTS: tuple[str, ...] = ("all", "positive")
 
+MAP_METHODS: tuple[str, ...] = ("cam", "cam-positive", "objectness", "cam-objectness", "cam-objectness-mean", "dgl")
+"""Names of the maps a box can be drawn on; featkit.cam.methods implements each (it checks it covers them all)."""
+
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")
 """'bilinear' (align_corners=False) is the default; 'nearest' keeps cell edges
 exact, which the tests use to check the box geometry."""
@@ -52,9 +55,8 @@ class CamOptions:
     """Gradient methods (dgl) only: comma-separated backbone layers whose maps are fused ('last': the CAM maps)."""
 
     def __post_init__(self) -> None:
-        from featkit.cam.methods import check_method  # methods builds on this module's CAM math
-
-        check_method(self.method)
+        if self.method not in MAP_METHODS:
+            raise FeatkitError(f"unknown localization method {self.method!r}; use one of {', '.join(MAP_METHODS)}")
         if self.weights not in CAM_WEIGHTS:
             raise FeatkitError(f"unknown CAM weights {self.weights!r}; use one of {', '.join(CAM_WEIGHTS)}")
         if self.normalization not in NORMALIZATIONS:

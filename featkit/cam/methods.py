@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from featkit.cam.maps import class_activation_maps
+from featkit.cam.maps import MAP_METHODS, class_activation_maps
 from featkit.errors import FeatkitError
 
 MapMethod = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -90,13 +90,17 @@ CLASS_AGNOSTIC: frozenset[str] = frozenset({"objectness"})
 """Methods whose map ignores the class (GT-known and top-1 boxes are the same box)."""
 
 
+if set(METHODS) | set(GRADIENT_METHODS) != set(MAP_METHODS):  # one list of names, checked at import
+    raise RuntimeError("featkit.cam.maps.MAP_METHODS and the implemented methods differ")
+
+
 def method_names() -> tuple[str, ...]:
-    return (*METHODS, *GRADIENT_METHODS)
+    return MAP_METHODS
 
 
 def check_method(name: str) -> None:
-    if name not in method_names():
-        raise FeatkitError(f"unknown localization method {name!r}; use one of {', '.join(method_names())}")
+    if name not in MAP_METHODS:
+        raise FeatkitError(f"unknown localization method {name!r}; use one of {', '.join(MAP_METHODS)}")
 
 
 def method_maps(name: str, maps: np.ndarray, weight: np.ndarray, classes: np.ndarray | int) -> np.ndarray:
