@@ -3,7 +3,7 @@
 Localization, the CAM pictures, the crops of Table 4, the units of Sec. 5 and
 the demo all go through :class:`CamBoxer`, so a box means the same thing in
 every report and picture: the CAM of the class weights (all of them, or only
-the positive ones), upsampled to the original image, boxed by the paper's
+the positive ones) or another named map of :mod:`featkit.cam.methods`, upsampled to the original image, boxed by the paper's
 rule under one :class:`~featkit.cam.maps.CamOptions`.
 """
 
@@ -17,9 +17,12 @@ import numpy as np
 import torch
 
 from featkit.cam.boxes import Box, box_from_cam
-from featkit.cam.maps import CamOptions, class_activation_maps, normalize_cam, upsample
+from featkit.cam.dgl import image_gradient_maps
+from featkit.cam.maps import CamOptions, normalize_cam, upsample
+from featkit.cam.methods import GRADIENT_METHODS, method_maps
 from featkit.cam.placement import covers_image, place, trim_padding
 from featkit.errors import FeatkitError
+from featkit.features.mapsource import MapSource, dataset_root
 
 
 @contextlib.contextmanager
@@ -72,8 +75,44 @@ class CamBoxer:
         return cls(np.eye(channels, dtype=np.float32), options)
 
     def cams(self, maps: np.ndarray, classes: np.ndarray | int) -> np.ndarray:
-        """Raw CAMs (n, T, h, w) of the classes ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w)."""
-        return np.asarray(class_activation_maps(maps, self.options.cam_weight(self.weight), classes))
+        """Raw maps (n, T, h, w) of ``options.method`` for ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w).
+
+        The paper's CAM unless the options name another method of :mod:`featkit.cam.methods`.
+        """
+        return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes)
+
+    @property
+    def needs_images(self) -> bool:
+        """Whether the maps come from the backbone run again with gradients (not from conv maps)."""
+        return self.options.method in GRADIENT_METHODS
+
+    def batches(
+        self, source: MapSource, rows: np.ndarray, batch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(rows, conv maps) from ``source``; gradient methods get the rows only (maps None), no map is read."""
+        if self.needs_images:
+            for lo in range(0, len(rows), batch):
+                yield rows[lo : lo + batch], None
+        else:
+            yield from source.batches(rows, batch)
+
+    def row_cams(self, source: MapSource, rows: np.ndarray, maps: np.ndarray | None, classes: np.ndarray) -> np.ndarray:
+        """:meth:`cams` of ``rows``: from their conv maps, or by gradients on their images (dgl)."""
+        if not self.needs_images:
+            assert maps is not None  # batches() gives maps to every non-gradient method
+            return self.cams(maps, classes)
+        geometry = (source.features.attrs.get("resize", "warp"), source.features.attrs.get("tta", "none"))
+        if geometry != ("warp", "none"):
+            raise FeatkitError(f"method {self.options.method!r} supports files extracted with resize='warp' and no tta; "
+                               f"{source.features.path} has resize={geometry[0]!r}, tta={geometry[1]!r}; "
+                               "use a stored-maps method or re-extract with the defaults")
+        root = dataset_root(source.features, source.root)
+        if root is None:
+            raise FeatkitError(f"method {self.options.method!r} runs the backbone on the images, but "
+                               f"{source.features.path} records no dataset root on disk; pass root=DATASET_ROOT")
+        layers = tuple(name.strip() for name in self.options.layer.split(",") if name.strip()) or ("last",)
+        return image_gradient_maps(source.features, root, rows, self.options.cam_weight(self.weight), classes,
+                                   layers, source.device)
 
     def upsample(
         self, cams: np.ndarray, size: tuple[int, int], frame: tuple[float, float, float, float] | np.ndarray | None = None
@@ -108,7 +147,12 @@ class CamBoxer:
     ) -> np.ndarray:
         """Boxes (n, 4) of one class per image: ``classes`` (n,), ``sizes`` (n, 2) original (width, height),
         ``frames`` (n, 4) what the maps cover (None: the whole image)."""
-        cams = self.cams(maps, np.asarray(classes))[:, 0]
+        return self.boxes_of(self.cams(maps, np.asarray(classes))[:, 0], sizes, frames)
+
+    def boxes_of(
+        self, cams: np.ndarray, sizes: Sequence[tuple[int, int]] | np.ndarray, frames: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Boxes (n, 4) of raw maps (n, h, w) upsampled to ``sizes`` (n, 2) original (width, height)."""
         out = np.zeros((len(cams), 4), dtype=np.float64)
         with single_threaded_torch():
             for j, cam in enumerate(cams):

@@ -30,6 +30,9 @@ first, which is what the authors' MATLAB code wrote to disk (imwrite clips)."""
 
 CAM_WEIGHTS: tuple[str, ...] = ("all", "positive")
 
+MAP_METHODS: tuple[str, ...] = ("cam", "cam-positive", "objectness", "cam-objectness", "cam-objectness-mean", "dgl")
+"""Names of the maps a box can be drawn on; featkit.cam.methods implements each (it checks it covers them all)."""
+
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")
 """'bilinear' (align_corners=False) is the default; 'nearest' keeps cell edges
 exact, which the tests use to check the box geometry."""
@@ -43,10 +46,17 @@ class CamOptions:
     threshold: float = 0.2
     upsample: str = "bilinear"
     weights: str = "all"
-    """'all': the paper's CAM, every w_k^c; 'positive': only units with w_k^c > 0 (positive evidence),
-    a variant that gives tighter boxes when SVM weights spread negative mass over the background."""
+    """'all': the paper's CAM, every w_k^c; 'positive': only units with w_k^c > 0. With one-vs-all SVMs
+    the negative weights sit on evidence shared by all classes, which lies ON the object, so positive-weight
+    boxes are LARGER (closer to the object's extent), not tighter."""
+    method: str = "cam"
+    """Which map is boxed (featkit.cam.methods): 'cam' is the paper's; the others trade its purity for extent."""
+    layer: str = "last"
+    """Gradient methods (dgl) only: comma-separated backbone layers whose maps are fused ('last': the CAM maps)."""
 
     def __post_init__(self) -> None:
+        if self.method not in MAP_METHODS:
+            raise FeatkitError(f"unknown localization method {self.method!r}; use one of {', '.join(MAP_METHODS)}")
         if self.weights not in CAM_WEIGHTS:
             raise FeatkitError(f"unknown CAM weights {self.weights!r}; use one of {', '.join(CAM_WEIGHTS)}")
         if self.normalization not in NORMALIZATIONS:

@@ -231,7 +231,35 @@ def _cmd_crops(args: argparse.Namespace) -> int:
 def _cam_options(args: argparse.Namespace) -> CamOptions:
     from featkit.cam import CamOptions
 
-    return CamOptions(normalization=args.normalization, threshold=args.threshold, weights=args.cam_weights)
+    threshold = 0.2 if args.threshold is None else args.threshold
+    return CamOptions(normalization=args.normalization, threshold=threshold, weights=args.cam_weights,
+                      method=args.method, layer=getattr(args, "layer", "last"))
+
+
+def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray | None:
+    """Training rows to choose the threshold on, or None for the a-priori threshold.
+
+    ``auto``: the paper's CAM keeps its a-priori 20 % (the reproduction stays
+    untouched), a threshold given by hand is kept, every other method is
+    calibrated on the train split when that split has boxes.
+    """
+    from featkit.linear import split_rows
+
+    if args.calibrate == "none" or (args.calibrate == "auto" and (args.method == "cam" or args.threshold is not None)):
+        return None
+    if args.calibrate == "train" and args.threshold is not None:
+        raise FeatkitError("give either threshold=... or calibrate='train', not both")
+    if not any(s for s in features.splits[:, 0]) or "train" not in set(features.splits[:, args.fold]):
+        if args.calibrate == "train":
+            raise FeatkitError(f"{features.path} has no train split to calibrate on; pass threshold=... instead")
+        return None
+    rows = split_rows(features, "train", args.fold)
+    boxes = features.boxes_of()
+    if not any(len(boxes[int(r)]) for r in rows):
+        if args.calibrate == "train":
+            raise FeatkitError(f"no train image of {features.path} has a box to calibrate on; pass threshold=...")
+        return None
+    return rows
 
 
 def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
@@ -270,11 +298,13 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
         rows = _select_rows(features, args)
+        methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
+        args.method = methods[0]
         update, close = _progress_bar("cam")
         try:
             index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
                                 cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
-                                device=args.device, progress=update)
+                                device=args.device, progress=update, methods=methods)
         finally:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
@@ -283,6 +313,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
 
 def _cmd_localize(args: argparse.Namespace) -> int:
     from featkit.cam import localize
+    from featkit.cam.calibration import calibrate
     from featkit.features import FeatureFile
     from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import threshold_curve_plot
@@ -294,11 +325,16 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
+        options, calibration = _cam_options(args), None
+        train_rows = _calibration_rows(features, args)
+        if train_rows is not None:
+            calibration = calibrate(features, classifier, train_rows, options, root=args.root, device=args.device)
         update, close = _progress_bar("localize")
         try:
-            report = localize(features, classifier, rows, cam_options=_cam_options(args), root=args.root,
+            report = localize(features, classifier, rows, cam_options=options, root=args.root,
                               sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
-                              protocol=args.protocol, cam_curve_interval=args.cam_curve_interval, progress=update)
+                              protocol=args.protocol, cam_curve_interval=args.cam_curve_interval, progress=update,
+                              calibration=calibration)
         finally:
             close()
     print(report.to_markdown())
@@ -523,9 +559,17 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
     """How CAMs become boxes (read back by :func:`_cam_options`)."""
     p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
                    help="CAM normalization before thresholding (paper: max)")
-    p.add_argument("--threshold", type=float, default=0.2, help="box threshold, fraction of max (paper: 0.2)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="box threshold, fraction of max (paper and default: 0.2)")
     p.add_argument("--cam-weights", default="all", choices=["all", "positive"],
-                   help="all w_k^c (paper) or only the positive ones (tighter boxes from SVM weights)")
+                   help="all w_k^c (paper) or only the positive ones (larger boxes: with one-vs-all SVMs "
+                        "the negative weights sit on the object, not the background)")
+    p.add_argument("--method", default="cam",
+                   help="map to box: cam (paper, default), cam-positive, objectness (class-agnostic mean map), "
+                        "cam-objectness (positive CAM gated by the mean map), cam-objectness-mean, "
+                        "dgl (gradient x activation on --layer; runs the backbone on the images)")
+    p.add_argument("--layer", default="last",
+                   help="dgl only: backbone layer(s), comma-separated and fused (default last = the CAM maps)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -650,7 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("localize", help="weakly supervised localization scores (IoU >= 0.5), sweep and baselines")
     cam_args(p)
     p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
-    p.add_argument("--no-sweep", action="store_true", help="skip the MaxBoxAcc threshold sweep")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="skip the MaxBoxAcc threshold sweep (an oracle: best threshold on the scored images)")
+    p.add_argument("--calibrate", default="auto", choices=["auto", "train", "none"],
+                   help="choose the threshold on the train split's boxes (auto: for every method but cam, "
+                        "when no --threshold is given and train has boxes); none: --threshold or 0.2")
     p.add_argument("--protocol", default="featkit", choices=["featkit", "wsol"],
                    help="how the sweep scores CAMs: featkit (original image, float map; default) or wsol "
                         "(clovaai/wsolevaluation: 224 px bicubic frame, 8-bit map, contours, +1 IoU)")

@@ -51,9 +51,10 @@ def predicted_class_boxes(
     boxer = CamBoxer(classifier.weight, cam_options)
     boxes = np.zeros((len(idx), 4), dtype=np.float64)
     source = MapSource.of(features, root)
-    for part, maps in source.batches(idx, batch):
+    for part, maps in boxer.batches(source, idx, batch):
         positions = np.array([where[int(r)] for r in part])
-        boxes[positions] = boxer.boxes(maps, predicted[positions], features.sizes[part], source.frames(part))
+        cams = boxer.row_cams(source, part, maps, predicted[positions])[:, 0]
+        boxes[positions] = boxer.boxes_of(cams, features.sizes[part], source.frames(part))
     return boxes
 
 
@@ -64,8 +65,10 @@ def crop_provenance(method: str, classifier: LinearClassifier, cam_options: CamO
     source = Path(classifier.source)
     attrs: dict[str, object] = {
         "crop": (f"cam:{classifier.source}:threshold={cam_options.threshold}:"
-                 f"normalization={cam_options.normalization}:weights={cam_options.weights}"),
+                 f"normalization={cam_options.normalization}:weights={cam_options.weights}"
+                 + ("" if cam_options.method == "cam" else f":method={cam_options.method}")),
         "crop_method": "cam",
+        "crop_map_method": cam_options.method,
         "crop_svm": str(source.resolve()) if not classifier.is_head else "head",
         "crop_threshold": float(cam_options.threshold),
         "crop_normalization": cam_options.normalization,

@@ -554,6 +554,26 @@ def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tup
     return spec, model.to(dev), dev
 
 
+def preprocessed_batches(
+    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device
+) -> Iterator[torch.Tensor]:
+    """Normalised input batches (n, 3, S, S) of ``paths`` under ``root``, preprocessed as the file records.
+
+    Used by the computations that run the backbone again with gradients (dgl),
+    which support warped files only (:meth:`featkit.cam.boxer.CamBoxer.row_cams` refuses others).
+    """
+    size = int(attrs["input_size"])
+    view = ImageFolderView(Path(root), list(paths), size)
+    for lo in range(0, len(paths), batch_size):
+        items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
+        bad = [it.error for it in items if it.error]
+        if bad:
+            raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
+        batch = collate(items)
+        x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
 def recompute_maps(
     attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int = 16, device: str = "auto"
 ) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
+from featkit.cam.calibration import class_agnostic
 from featkit.cam.maps import CamOptions
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
@@ -55,8 +57,8 @@ def _class_columns(
     """Classifier rows to draw per image: (n, 1) or (n, T) for top-5."""
     if which == "top5":
         return top
-    if which == "top1":
-        return top[:, :1]
+    if which == "top1" or (which == "gt" and class_agnostic(features, classifier, rows)):
+        return top[:, :1]  # the backbone head on other classes or unlabelled images: its top-1 class
     if which == "gt":
         labels = features.labels[rows]
         if (labels < 0).any():
@@ -85,6 +87,7 @@ def render_cams(
     alpha: float = 0.5,
     device: str = "auto",
     progress: Progress | None = None,
+    methods: Sequence[str] = (),
 ) -> Path:
     """Draw CAMs of ``rows`` into ``out_dir`` (PNG per image + index.html); returns the page.
 
@@ -93,6 +96,9 @@ def render_cams(
     "npy" writes ``cams.npy`` (n, T, h, w) with ``cams_classes.npy`` (n, T) and
     ``cams_rows.npy`` (n); "h5" writes the same into ``cams.h5`` with names.
     ``progress(done, total)`` is called after every batch of pictures.
+    Two or more ``methods`` draw one strip per image instead: one column per
+    method (first class of ``which``), ground truth green, predicted box red,
+    each boxed under ``cam_options`` with its own method.
     """
     if save_raw not in SAVE_RAW:
         raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
@@ -114,12 +120,32 @@ def render_cams(
     paths, labels, names = features.paths, features.labels, classifier.classes
 
     entries: list[GalleryEntry] = []
+    if len(methods) > 1:
+        boxers = [CamBoxer(classifier.weight, replace(cam_options, method=name)) for name in methods]
+        for chunk, conv in source.batches(idx, batch):
+            pos = np.array([position[int(r)] for r in chunk])
+            per_method = [b.row_cams(source, chunk, conv, columns[pos][:, :1])[:, 0] for b in boxers]
+            with single_threaded_torch():
+                for j, row in enumerate(chunk):
+                    image = _open(files[int(pos[j])])
+                    ups = [b.upsample(cams[j], image.size) for b, cams in zip(boxers, per_method)]
+                    truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
+                    cls = names[int(columns[pos[j], 0])]
+                    picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
+                                        [b.box(up) for b, up in zip(boxers, ups)], f"true: {truth}; map of {cls}",
+                                        alpha, [tuple(g) for g in all_boxes[row]])
+                    target = out / f"{_file_stem(int(row), paths[row])}.png"
+                    picture.save(target)
+                    entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
+        return write_gallery(out / "index.html", entries,
+                             f"Methods {', '.join(methods)} on {features.path.name}, weights {classifier.source}")
+
     raw_cams: list[np.ndarray] = []
     if progress:
         progress(0, idx.size)
-    for chunk, maps in source.batches(idx, batch):
+    for chunk, maps in boxer.batches(source, idx, batch):
         pos = np.array([position[int(r)] for r in chunk])
-        cams = boxer.cams(maps, columns[pos])  # (n, T, h, w)
+        cams = boxer.row_cams(source, chunk, maps, columns[pos])  # (n, T, h, w)
         frames = source.frames(chunk)
         if save_raw != "none":
             raw_cams.append(cams)

@@ -122,8 +122,12 @@ def cam_strip(
     pred_boxes: Sequence[Box | None] | None = None,
     image_title: str = "",
     alpha: float = 0.5,
+    gt_boxes: Sequence[Box] = (),
 ) -> Image.Image:
-    """Paper Fig. 4: the input followed by one overlay per CAM (e.g. the top-5 classes), side by side."""
+    """Paper Fig. 4: the input followed by one overlay per CAM (e.g. the top-5 classes, or methods), side by side.
+
+    ``gt_boxes`` are drawn in green on every overlay, so methods can be compared against the truth.
+    """
     if len(titles) != len(cams):
         raise FeatkitError(f"got {len(cams)} CAMs but {len(titles)} titles; give one title per CAM")
     if pred_boxes is not None and len(pred_boxes) != len(cams):
@@ -134,6 +138,8 @@ def cam_strip(
     for index, (cam, title) in enumerate(zip(cams, titles)):
         panel = _with_title(_heatmap_blend(rgb, cam, alpha), title, band)
         box = pred_boxes[index] if pred_boxes is not None else None
+        for gt in gt_boxes:
+            _draw_box(ImageDraw.Draw(panel), tuple(gt), GT_COLOR, _line_width(rgb.size), rgb.size, band)
         if box is not None:
             _draw_box(ImageDraw.Draw(panel), box, PRED_COLOR, _line_width(rgb.size), rgb.size, band)
         panels.append(panel)
