@@ -59,13 +59,13 @@ def test_cam_of_a_named_class_and_bad_names(cub_features: Path, cub_svm: Path, t
 def test_localize_reports_the_paper_numbers(cub_features: Path, cub_svm: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "loc"
-    assert main(["localize", str(cub_features), str(cub_svm), "-o", str(out), "--multi-threshold"]) == 0
+    # the threshold sweep (35 s on these 243 images) is checked on the Stanford40 sample below
+    assert main(["localize", str(cub_features), str(cub_svm), "-o", str(out), "--multi-threshold", "--no-sweep"]) == 0
     text = capsys.readouterr().out
-    assert "Localization of 243 images" in text and "MaxBoxAccV2" in text and "centre box" in text
+    assert "Localization of 243 images" in text and "centre box" in text
     summary = json.loads((out / "localization.json").read_text())["summary"]
     assert summary["gt_known_loc"] >= 0.38 and summary["top1_loc"] <= summary["gt_known_loc"]
     assert summary["full_image_baseline"] < summary["gt_known_loc"]
-    assert (out / "threshold_curve.png").stat().st_size > 5000
     assert len((out / "localization.csv").read_text().splitlines()) == 244
     # positive evidence only (w_k^c > 0): tighter boxes, GT-known >= 55 % on the 243 test images
     assert main(["localize", str(cub_features), str(cub_svm), "--no-sweep", "--cam-weights", "positive",
@@ -197,6 +197,7 @@ def test_cam_and_localize_on_other_samples(name: str, dataset: str, split: str, 
         assert main(["svm-train", str(features), "-o", str(svm), "--overwrite"]) == 0
         split = "test"
         capsys.readouterr()
-    assert main(["localize", str(features), str(svm), "--split", split, "--no-sweep"]) == 0
+    assert main(["localize", str(features), str(svm), "--split", split, "-o", str(tmp_path / "loc")]) == 0
     text = capsys.readouterr().out
-    assert "GT-known loc." in text and "centre box" in text
+    assert "GT-known loc." in text and "centre box" in text and "MaxBoxAccV2" in text
+    assert (tmp_path / "loc" / "threshold_curve.png").stat().st_size > 5000
