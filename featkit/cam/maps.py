@@ -83,7 +83,12 @@ class CamOptions:
 
 def _as_float_tensor(x: np.ndarray | torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
     """float32 tensor view of ``x`` (on ``like``'s device when given)."""
-    tensor = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        tensor = x
+    else:
+        array = np.asarray(x)
+        # FeatureFile hands out read-only arrays; torch cannot wrap those without a warning, so copy them
+        tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
     device = like.device if like is not None else tensor.device
     return tensor.to(device=device, dtype=torch.float32)
 

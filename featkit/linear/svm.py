@@ -49,12 +49,13 @@ C="auto", "none", per-class C          83.73 +- 0.41   -0.20 +- 0.36
   is itself noisy within that plateau; the ties rule keeps the strongest
   regularization among equal scores.
 * Time, C="auto" (13 C x 3 folds x 10 classes + the final fit): the "cub"
-  rows of benchmarks/results/perf_svm.md (2 cores shared with other jobs):
-  5.1 s with n_jobs=1, 4.7 s with n_jobs=2, against 19.4 s for
-  GridSearchCV(LinearSVC) over the same grid and folds (3.8x and 4.1x); at SUN397 scale (19,850 rows) the same C
-  search is 4.9x faster. At one fixed C, LinearSVC is slightly faster on CUB
-  (0.36 s vs 0.40 s) and 1.2x slower at 19,850 rows, where the second thread
-  brings featkit to 1.4x (ctypes releases the GIL in each LIBLINEAR call).
+  rows of benchmarks/results/perf_svm.md (2 cores): 1.06 s with n_jobs=1,
+  1.29 s with n_jobs=2, against 5.32 s for GridSearchCV(LinearSVC) over the
+  same grid and folds (5.0x and 4.1x), at the same C (0.5) and accuracy; at
+  SUN397 scale (19,850 rows) the same C search is 3.1x faster. At one fixed
+  C, LinearSVC is faster on CUB (0.09 s vs 0.13-0.16 s) and 1.4x slower at
+  19,850 rows, 1.7x with featkit's second thread (ctypes releases the GIL in
+  each LIBLINEAR call).
 """
 
 from __future__ import annotations
