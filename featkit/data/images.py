@@ -20,6 +20,7 @@ before any pixel is decoded (an unreadable image: status 2 under
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -91,6 +92,8 @@ def open_image(path: Path) -> Image.Image:
         return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image too large to decode safely ({exc})") from None
+    except RuntimeError as exc:  # Pillow < 11 resolves the path: pathlib says "Symlink loop" this way
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
 
 
 def load_rgb(
