@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import write_image
+from PIL import Image
 
 from featkit.cam.maps import CamOptions
 from featkit.cli import main
@@ -125,3 +128,20 @@ def test_units_rank_by_weight_from_stored_or_recomputed_maps(
     with h5py.File(features) as h5:
         head = h5["head/weight"][3]
     assert weights[0] == pytest.approx(float(head.max()), abs=1e-4)
+
+
+def test_crops_refuse_a_root_whose_images_differ_in_content(tiny_cub: tuple[Path, Path, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Same names and sizes, other pixels: the fingerprints taken at extraction tell them apart."""
+    root, features, svm = tiny_cub
+    other = tmp_path / "other_root"
+    shutil.copytree(root, other)
+    victim = sorted((other / "images").rglob("*.jpg"))[0]
+    with Image.open(victim) as img:
+        size = img.size
+    write_image(victim, size, seed=999)
+    capsys.readouterr()
+    assert main(["crops", str(other), str(features), str(svm), "-o", str(tmp_path / "c.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ from those extracted" in err[0]
+    assert not (tmp_path / "c.h5").exists()

@@ -22,7 +22,7 @@ from PIL import Image
 
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
-from featkit.features.store import FeatureFile
+from featkit.features.store import FeatureFile, check_images
 
 GARBAGE_LIMIT = 1e6
 """Largest plausible |value| of a pooled feature or a conv map, fixed a priori: pooled activations
@@ -190,7 +190,9 @@ def require_same_images(features: FeatureFile, root: str | Path, rows: np.ndarra
     """Refuse a ``root`` whose images are not those the features were extracted from.
 
     Compares each image's (width, height) with ``images/size`` (read from the
-    file header, no decoding), before any work that would use the images.
+    file header, no decoding), then, where the file records them, the content
+    fingerprints taken at extraction (:func:`~featkit.features.store.check_images`),
+    before any work that would use the images.
     """
     image_root = Path(root)
     idx = np.flatnonzero(features.status == STATUS_OK) if rows is None else np.asarray(rows)
@@ -219,3 +221,4 @@ def require_same_images(features: FeatureFile, root: str | Path, rows: np.ndarra
             f"(e.g. {paths[row]} is {size[0]}x{size[1]} there, {int(sizes[row][0])}x{int(sizes[row][1])} when "
             f"extracted); give root=the folder they were extracted from ({recorded})"
         )
+    check_images(features, image_root, idx)
