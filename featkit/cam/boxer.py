@@ -18,8 +18,9 @@ import torch
 
 from featkit.cam.boxes import Box, box_from_cam
 from featkit.cam.dgl import image_gradient_maps
+from featkit.cam.foreground import ForegroundModel
 from featkit.cam.maps import CamOptions, normalize_cam, upsample
-from featkit.cam.methods import GRADIENT_METHODS, method_maps
+from featkit.cam.methods import GRADIENT_METHODS, LEARNED_METHODS, method_maps
 from featkit.cam.placement import covers_image, place, trim_padding
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource, dataset_root
@@ -60,10 +61,15 @@ def paper_box(cam: np.ndarray, options: CamOptions) -> Box:
 
 @dataclass(frozen=True)
 class CamBoxer:
-    """CAMs of class weights ``weight`` (C, K) on conv maps, and their boxes under ``options``."""
+    """CAMs of class weights ``weight`` (C, K) on conv maps, and their boxes under ``options``.
+
+    ``foreground``: the model a learned method (``foreground``, ``foreground-class``, ``cam-foreground``)
+    fitted on the training boxes; :func:`featkit.cam.calibration.calibrate` fits it.
+    """
 
     weight: np.ndarray
     options: CamOptions = CamOptions()
+    foreground: ForegroundModel | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.weight) != 2:
@@ -79,7 +85,12 @@ class CamBoxer:
 
         The paper's CAM unless the options name another method of :mod:`featkit.cam.methods`.
         """
-        return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes)
+        return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes, self.foreground)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the map is learned from training boxes (``foreground`` must be given)."""
+        return self.options.method in LEARNED_METHODS
 
     @property
     def needs_images(self) -> bool:

@@ -19,7 +19,9 @@ import numpy as np
 
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.boxes import boxes_from_cams, iou_matrix
+from featkit.cam.foreground import ForegroundModel, fit_foreground
 from featkit.cam.maps import CamOptions
+from featkit.cam.methods import LEARNED_METHODS
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
@@ -47,11 +49,18 @@ class Calibration:
     curve: tuple[float, ...]
     scored: str
     """Which class's map was scored on the calibration images ("ground truth" or "top-1 prediction")."""
+    foreground: ForegroundModel | None = None
+    """The learned method's model, fitted on all ``n_images`` (its threshold was chosen by 2-fold cross-fitting)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "n_images": self.n_images, "threshold": self.options.threshold,
                 "method": self.options.method, "accuracy": self.accuracy, "scored": self.scored,
-                "grid": list(self.grid), "curve": list(self.curve)}
+                "grid": list(self.grid), "curve": list(self.curve),
+                **({} if self.foreground is None else {
+                    "learned": "foreground SVM on map cells of the training boxes"
+                               + (", one per class" if self.foreground.per_class else ", class-agnostic"),
+                    "learned_cells": self.foreground.n_cells,
+                    "threshold_by": "2-fold cross-fitting on the calibration images"})}
 
 
 def class_agnostic(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray) -> bool:
@@ -103,23 +112,25 @@ def calibrate(
                            "calibration needs labelled images")
     agnostic = class_agnostic(features, classifier, idx)
     scored = top_classes(scores, 1)[:, 0] if agnostic else classifier.class_mapping(features)[labels]
-    relative_to = "minmax" if options.normalization == "minmax" else "max"
-    boxer = CamBoxer(classifier.weight, options)
     source = MapSource.of(features, root, device=device)
-    position = {int(r): i for i, r in enumerate(idx)}
-    hits = np.zeros((idx.size, levels.size), dtype=bool)
-    for chunk, maps in boxer.batches(source, idx, batch):
-        pos = np.array([position[int(r)] for r in chunk])
-        cams = boxer.row_cams(source, chunk, maps, scored[pos])[:, 0]
-        with single_threaded_torch():
-            for j, row in enumerate(chunk):
-                width, height = int(features.sizes[row][0]), int(features.sizes[row][1])
-                scale = min(1.0, CALIBRATION_SIDE / max(width, height))
-                small = (max(1, round(width * scale)), max(1, round(height * scale)))
-                boxes = boxes_from_cams(boxer.upsample(cams[j], small), levels, relative_to)
-                boxes *= np.array([width / small[0], height / small[1]] * 2)
-                gts = np.asarray(all_boxes[int(row)], dtype=np.float64)
-                hits[pos[j]] = iou_matrix(boxes, gts).max(axis=1) >= iou_threshold
+    foreground = None
+    if options.method in LEARNED_METHODS:
+        # The map is learned from these images' boxes: each half is scored by a model fitted on the other
+        # half (2-fold cross-fitting), so the threshold is chosen on maps of images the model did not see.
+        per_class = LEARNED_METHODS[options.method][0]
+        hits = np.zeros((idx.size, levels.size), dtype=bool)
+        for held in _halves(scored):
+            fit = np.setdiff1d(np.arange(idx.size), held)
+            model = fit_foreground(features, idx[fit], classes=scored[fit] if per_class else None,
+                                   n_classes=classifier.weight.shape[0], source=source, batch=batch)
+            boxer = CamBoxer(classifier.weight, options, model)
+            hits[held] = _hits(features, boxer, source, idx[held], scored[held], levels, relative_to(options),
+                               iou_threshold, batch)
+        foreground = fit_foreground(features, idx, classes=scored if per_class else None,
+                                    n_classes=classifier.weight.shape[0], source=source, batch=batch)
+    else:
+        hits = _hits(features, CamBoxer(classifier.weight, options), source, idx, scored, levels,
+                     relative_to(options), iou_threshold, batch)
     curve = hits.mean(axis=0)
     best = int(np.argmax(curve))
     return Calibration(
@@ -130,4 +141,46 @@ def calibrate(
         grid=tuple(float(v) for v in levels),
         curve=tuple(float(v) for v in curve),
         scored="top-1 prediction" if agnostic else "ground truth",
+        foreground=foreground,
     )
+
+
+def relative_to(options: CamOptions) -> str:
+    """What a threshold is a fraction of under ``options``: the min-max range or the maximum."""
+    return "minmax" if options.normalization == "minmax" else "max"
+
+
+def _halves(classes: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Two disjoint halves of ``range(len(classes))``, each class split evenly between them (seeded)."""
+    rng = np.random.default_rng(seed)
+    first: list[int] = []
+    for c in np.unique(classes):
+        members = rng.permutation(np.flatnonzero(classes == c))
+        first += members[::2].tolist()
+    held = np.sort(np.asarray(first, dtype=np.int64))
+    return [held, np.setdiff1d(np.arange(len(classes)), held)]
+
+
+def _hits(
+    features: FeatureFile, boxer: CamBoxer, source: MapSource, idx: np.ndarray, scored: np.ndarray,
+    levels: np.ndarray, relative: str, iou_threshold: float, batch: int,
+) -> np.ndarray:
+    """(len(idx), len(levels)) bool: whether the box of ``scored``'s map at each threshold hits a GT box."""
+    all_boxes = features.boxes_of()
+    position = {int(r): i for i, r in enumerate(idx)}
+    hits = np.zeros((idx.size, levels.size), dtype=bool)
+    for chunk, maps in boxer.batches(source, idx, batch):
+        pos = np.array([position[int(r)] for r in chunk])
+        cams = boxer.row_cams(source, chunk, maps, scored[pos])[:, 0]
+        frames = source.frames(chunk)
+        with single_threaded_torch():
+            for j, row in enumerate(chunk):
+                width, height = int(features.sizes[row][0]), int(features.sizes[row][1])
+                scale = min(1.0, CALIBRATION_SIDE / max(width, height))
+                small = (max(1, round(width * scale)), max(1, round(height * scale)))
+                frame = None if frames is None else frames[j] * scale
+                boxes = boxes_from_cams(boxer.upsample(cams[j], small, frame), levels, relative)
+                boxes *= np.array([width / small[0], height / small[1]] * 2)
+                gts = np.asarray(all_boxes[int(row)], dtype=np.float64)
+                hits[pos[j]] = iou_matrix(boxes, gts).max(axis=1) >= iou_threshold
+    return hits

@@ -151,6 +151,10 @@ class LocalizationReport:
             lines.append(f"Threshold {c['threshold']:g} chosen on {c['n_images']} {c['split']} images only "
                          f"({c['scored']} class maps; accuracy there {pct(c['accuracy'])} %); the scored images "
                          "played no part in the choice.")
+            if "learned" in c:
+                lines.append(f"The map is a {c['learned']} ({c['learned_cells']} cells of those {c['split']} "
+                             f"images; threshold by {c['threshold_by']}): it uses the {c['split']} split's boxes, "
+                             "never the scored images' boxes.")
         if s.get("n_skipped_no_box"):
             lines.append(f"Skipped {s['n_skipped_no_box']} images without a ground-truth box.")
         if self.per_class:
@@ -390,7 +394,10 @@ def localize(
     skipped = int((~has_box).sum())
     idx, labels = idx[has_box], labels[has_box]
     source = MapSource.of(features, root, device=device)
-    boxer = CamBoxer(classifier.weight, cam_options)
+    boxer = CamBoxer(classifier.weight, cam_options, None if calibration is None else calibration.foreground)
+    if boxer.learned and boxer.foreground is None:
+        raise FeatkitError(f"method {cam_options.method!r} learns where objects are from the training boxes; "
+                           "pass calibration=calibrate(features, classifier, train_rows, options)")
 
     scores_all = classifier.decision_function(features.gap[idx])
     top_all = top_classes(scores_all)

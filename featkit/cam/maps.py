@@ -30,7 +30,10 @@ first, which is what the authors' MATLAB code wrote to disk (imwrite clips)."""
 
 CAM_WEIGHTS: tuple[str, ...] = ("all", "positive")
 
-MAP_METHODS: tuple[str, ...] = ("cam", "cam-positive", "objectness", "cam-objectness", "cam-objectness-mean", "dgl")
+MAP_METHODS: tuple[str, ...] = (
+    "cam", "cam-positive", "objectness", "cam-objectness", "cam-objectness-mean",
+    "foreground", "foreground-class", "cam-foreground", "dgl",
+)
 """Names of the maps a box can be drawn on; featkit.cam.methods implements each (it checks it covers them all)."""
 
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")

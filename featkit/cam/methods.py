@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from featkit.cam.foreground import ForegroundModel
 from featkit.cam.maps import MAP_METHODS, class_activation_maps
 from featkit.errors import FeatkitError
 
@@ -74,6 +75,22 @@ def _cam_objectness_mean(maps: np.ndarray, weight: np.ndarray, classes: np.ndarr
     return (0.5 * (evidence + extent)).astype(np.float32)
 
 
+def _cam_foreground(maps: np.ndarray, weight: np.ndarray, classes: np.ndarray, model: ForegroundModel) -> np.ndarray:
+    """Positive-weight CAM gated by the learned foreground map: which object (class evidence) x where objects are."""
+    evidence = _unit_peak(_cam_positive(maps, weight, classes))
+    return (evidence * _unit_peak(model.maps(maps, np.zeros_like(classes)))).astype(np.float32)
+
+
+LearnedMethod = Callable[[np.ndarray, np.ndarray, np.ndarray, ForegroundModel], np.ndarray]
+"""As :data:`MapMethod`, plus the foreground model fitted on the training boxes (featkit.cam.foreground)."""
+
+LEARNED_METHODS: dict[str, tuple[bool, LearnedMethod]] = {
+    "foreground": (False, lambda maps, weight, classes, model: model.maps(maps, classes)),
+    "foreground-class": (True, lambda maps, weight, classes, model: model.maps(maps, classes)),
+    "cam-foreground": (False, _cam_foreground),
+}
+"""Methods whose map is learned from the TRAIN split's boxes, by name: (one model per class?, map function)."""
+
 METHODS: dict[str, MapMethod] = {
     "cam": _cam,
     "cam-positive": _cam_positive,
@@ -86,11 +103,11 @@ METHODS: dict[str, MapMethod] = {
 GRADIENT_METHODS: tuple[str, ...] = ("dgl",)
 """Methods that run the backbone again on the images (gradients on ``CamOptions.layer``): see featkit.cam.dgl."""
 
-CLASS_AGNOSTIC: frozenset[str] = frozenset({"objectness"})
+CLASS_AGNOSTIC: frozenset[str] = frozenset({"objectness", "foreground"})
 """Methods whose map ignores the class (GT-known and top-1 boxes are the same box)."""
 
 
-if set(METHODS) | set(GRADIENT_METHODS) != set(MAP_METHODS):  # one list of names, checked at import
+if set(METHODS) | set(LEARNED_METHODS) | set(GRADIENT_METHODS) != set(MAP_METHODS):  # one list of names, checked at import
     raise RuntimeError("featkit.cam.maps.MAP_METHODS and the implemented methods differ")
 
 
@@ -103,8 +120,14 @@ def check_method(name: str) -> None:
         raise FeatkitError(f"unknown localization method {name!r}; use one of {', '.join(MAP_METHODS)}")
 
 
-def method_maps(name: str, maps: np.ndarray, weight: np.ndarray, classes: np.ndarray | int) -> np.ndarray:
-    """Maps (n, T, h, w) of method ``name`` for ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w)."""
+def method_maps(
+    name: str, maps: np.ndarray, weight: np.ndarray, classes: np.ndarray | int,
+    foreground: ForegroundModel | None = None,
+) -> np.ndarray:
+    """Maps (n, T, h, w) of method ``name`` for ``classes`` ((n,), (n, T) or one int) on maps (n, K, h, w).
+
+    Learned methods (:data:`LEARNED_METHODS`) need ``foreground``, fitted on the training boxes.
+    """
     check_method(name)
     if name in GRADIENT_METHODS:
         raise FeatkitError(f"method {name!r} needs the images, not stored maps; use CamBoxer.row_cams")
@@ -116,4 +139,10 @@ def method_maps(name: str, maps: np.ndarray, weight: np.ndarray, classes: np.nda
         index = index[:, None]
     if name == "cam":
         return _cam(maps, weight, index)
+    if name in LEARNED_METHODS:
+        per_class, learned = LEARNED_METHODS[name]
+        if foreground is None or foreground.per_class != per_class:
+            raise FeatkitError(f"method {name!r} learns where objects are from the training images' boxes; fit "
+                               f"its model first (featkit.cam.calibrate on train rows fits it)")
+        return learned(np.asarray(maps, dtype=np.float32), np.asarray(weight, dtype=np.float32), index, foreground)
     return METHODS[name](np.asarray(maps, dtype=np.float32), np.asarray(weight, dtype=np.float32), index)

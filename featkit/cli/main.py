@@ -24,7 +24,9 @@ from featkit.outputs import check_output_file, check_output_folder
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
+    from featkit.cam.calibration import Calibration
     from featkit.features import FeatureFile
+    from featkit.linear.classifier import LinearClassifier
     from featkit.linear.svm import OneVsAllLinearSVM
 
 log = logging.getLogger("featkit")
@@ -214,10 +216,12 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
         full = evaluate(classifier, features, "test", args.fold)
+        calibration = _calibrations(features, classifier, args, [args.method]).get(args.method) \
+            if args.boxes == "cam" else None
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
         try:
             path = extract_crops(args.root, features, classifier, args.output, args.boxes, options,
-                                 cam_options=_cam_options(args), progress=update)
+                                 cam_options=_cam_options(args), progress=update, calibration=calibration)
         finally:
             close()
     metrics = crop_accuracy(path, fold=args.fold)
@@ -243,8 +247,15 @@ def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.nda
     untouched), a threshold given by hand is kept, every other method is
     calibrated on the train split when that split has boxes.
     """
+    from featkit.cam.methods import LEARNED_METHODS
     from featkit.linear import split_rows
 
+    if args.method in LEARNED_METHODS:
+        if args.calibrate == "none" or args.threshold is not None:
+            raise FeatkitError(f"method {args.method!r} learns where objects are from the train split's boxes and "
+                               "chooses its threshold there (by cross-fitting); use calibrate='train' and leave the "
+                               "threshold unset")
+        args.calibrate = "train"
     if args.calibrate == "none" or (args.calibrate == "auto" and (args.method == "cam" or args.threshold is not None)):
         return None
     if args.calibrate == "train" and args.threshold is not None:
@@ -260,6 +271,26 @@ def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.nda
             raise FeatkitError(f"no train image of {features.path} has a box to calibrate on; pass threshold=...")
         return None
     return rows
+
+
+def _calibrations(
+    features: FeatureFile, classifier: LinearClassifier, args: argparse.Namespace, methods: list[str]
+) -> dict[str, Calibration]:
+    """Each method's setting chosen on the train split's boxes (see :func:`_calibration_rows`), by name."""
+    from dataclasses import replace
+
+    from featkit.cam.calibration import calibrate
+
+    out: dict[str, Calibration] = {}
+    base = _cam_options(args)
+    for name in methods:
+        args.method = name
+        rows = _calibration_rows(features, args)
+        if rows is not None:
+            out[name] = calibrate(features, classifier, rows, replace(base, method=name), root=args.root,
+                                  device=args.device)
+    args.method = methods[0]
+    return out
 
 
 def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
@@ -300,11 +331,12 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         rows = _select_rows(features, args)
         methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
         args.method = methods[0]
+        calibrations = _calibrations(features, classifier, args, methods)
         update, close = _progress_bar("cam")
         try:
             index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
                                 cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
-                                device=args.device, progress=update, methods=methods)
+                                device=args.device, progress=update, methods=methods, calibrations=calibrations)
         finally:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
@@ -313,7 +345,6 @@ def _cmd_cam(args: argparse.Namespace) -> int:
 
 def _cmd_localize(args: argparse.Namespace) -> int:
     from featkit.cam import localize
-    from featkit.cam.calibration import calibrate
     from featkit.features import FeatureFile
     from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import threshold_curve_plot
@@ -325,10 +356,8 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
-        options, calibration = _cam_options(args), None
-        train_rows = _calibration_rows(features, args)
-        if train_rows is not None:
-            calibration = calibrate(features, classifier, train_rows, options, root=args.root, device=args.device)
+        options = _cam_options(args)
+        calibration = _calibrations(features, classifier, args, [args.method]).get(args.method)
         update, close = _progress_bar("localize")
         try:
             report = localize(features, classifier, rows, cam_options=options, root=args.root,
@@ -567,7 +596,13 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="cam",
                    help="map to box: cam (paper, default), cam-positive, objectness (class-agnostic mean map), "
                         "cam-objectness (positive CAM gated by the mean map), cam-objectness-mean, "
+                        "foreground (SVM on map cells inside vs outside the train split's boxes), "
+                        "foreground-class (one such SVM per class), cam-foreground (positive CAM gated by it), "
                         "dgl (gradient x activation on --layer; runs the backbone on the images)")
+    p.add_argument("--calibrate", default="auto", choices=["auto", "train", "none"],
+                   help="choose the threshold (and fit the foreground methods) on the train split's boxes "
+                        "(auto: for every method but cam, when no --threshold is given and train has boxes); "
+                        "none: --threshold or 0.2")
     p.add_argument("--layer", default="last",
                    help="dgl only: backbone layer(s), comma-separated and fused (default last = the CAM maps)")
 
@@ -696,9 +731,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
     p.add_argument("--no-sweep", action="store_true",
                    help="skip the MaxBoxAcc threshold sweep (an oracle: best threshold on the scored images)")
-    p.add_argument("--calibrate", default="auto", choices=["auto", "train", "none"],
-                   help="choose the threshold on the train split's boxes (auto: for every method but cam, "
-                        "when no --threshold is given and train has boxes); none: --threshold or 0.2")
     p.add_argument("--protocol", default="featkit", choices=["featkit", "wsol"],
                    help="how the sweep scores CAMs: featkit (original image, float map; default) or wsol "
                         "(clovaai/wsolevaluation: 224 px bicubic frame, 8-bit map, contours, +1 IoU)")

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from featkit.cam.boxer import CamBoxer
+from featkit.cam.calibration import Calibration
+from featkit.cam.foreground import ForegroundModel
 from featkit.cam.maps import CamOptions
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
@@ -43,12 +45,16 @@ def predicted_class_boxes(
     cam_options: CamOptions = CamOptions(),
     root: str | Path | None = None,
     batch: int = 64,
+    foreground: ForegroundModel | None = None,
 ) -> np.ndarray:
-    """(n, 4) CAM boxes of the top-1 predicted class of each row, in original pixels."""
+    """(n, 4) CAM boxes of the top-1 predicted class of each row, in original pixels.
+
+    ``foreground``: the model of a learned method (from a :class:`~featkit.cam.calibration.Calibration`).
+    """
     idx = np.asarray(rows, dtype=np.int64)
     predicted = classifier.decision_function(features.gap[idx]).argmax(axis=1)
     where = {int(r): i for i, r in enumerate(idx)}
-    boxer = CamBoxer(classifier.weight, cam_options)
+    boxer = CamBoxer(classifier.weight, cam_options, foreground)
     boxes = np.zeros((len(idx), 4), dtype=np.float64)
     source = MapSource.of(features, root)
     for part, maps in boxer.batches(source, idx, batch):
@@ -99,8 +105,14 @@ def extract_crops(
     options: ExtractOptions | None = None,
     cam_options: CamOptions = CamOptions(),
     progress: Progress | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
-    """Features of every image's CAM (or ground-truth) box into ``output`` (a features.h5, resumable)."""
+    """Features of every image's CAM (or ground-truth) box into ``output`` (a features.h5, resumable).
+
+    ``calibration`` (chosen on the train split) replaces ``cam_options`` and carries a learned method's model.
+    """
+    if calibration is not None:
+        cam_options = calibration.options
     if boxes not in BOX_SOURCES:
         raise FeatkitError(f"boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
     check_output_file(output, existing="allow", example="crops.h5", inputs=[features.path, classifier.source])
@@ -123,7 +135,8 @@ def extract_crops(
                 "boxes='gt' needs a box per image (CUB), use boxes='cam'"
             )
     else:
-        crop = predicted_class_boxes(features, classifier, rows, cam_options, root)
+        crop = predicted_class_boxes(features, classifier, rows, cam_options, root,
+                                     foreground=None if calibration is None else calibration.foreground)
     provenance = crop_provenance(boxes, classifier, cam_options)
     attrs = features.attrs
     labels, paths, all_boxes = features.labels, features.paths, features.boxes_of()

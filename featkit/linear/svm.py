@@ -234,6 +234,22 @@ def _fit_columns(
     return np.vstack(weights)
 
 
+def fit_row_subsets(
+    X: np.ndarray, problems: Sequence[tuple[np.ndarray, np.ndarray]], C: float, tol: float = 0.01,
+    n_jobs: int | None = -1,
+) -> np.ndarray:
+    """One L2-loss linear SVM (``-s 2 -B 1``) per ``(rows, y)`` problem on rows of ``X``: (P, K + 1) as ``[w, b]``.
+
+    ``y`` is +1/-1 per listed row. The rows share one LIBLINEAR node array,
+    so P problems over subsets of a large X (map cells of the images of each
+    class, say) cost one conversion, and they train in parallel threads.
+    """
+    data = _LiblinearRows(np.ascontiguousarray(X, dtype=np.float64))
+    jobs = [(np.asarray(rows, dtype=np.int64), np.where(np.asarray(y) > 0, 1.0, -1.0)) for rows, y in problems]
+    return np.vstack(_thread_map(lambda j: _train_binary(data, jobs[j][1], C, tol, rows=jobs[j][0]),
+                                 range(len(jobs)), n_jobs)).reshape(len(jobs), X.shape[1] + 1)
+
+
 def _path_scores(
     data: _LiblinearRows,
     X_val: np.ndarray,

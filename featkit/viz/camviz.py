@@ -10,7 +10,7 @@ image's worth.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
-from featkit.cam.calibration import class_agnostic
+from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import CamOptions
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
@@ -88,6 +88,7 @@ def render_cams(
     device: str = "auto",
     progress: Progress | None = None,
     methods: Sequence[str] = (),
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> Path:
     """Draw CAMs of ``rows`` into ``out_dir`` (PNG per image + index.html); returns the page.
 
@@ -99,6 +100,8 @@ def render_cams(
     Two or more ``methods`` draw one strip per image instead: one column per
     method (first class of ``which``), ground truth green, predicted box red,
     each boxed under ``cam_options`` with its own method.
+    ``calibrations`` (by method name, chosen on the train split) replace
+    ``cam_options`` for their method and carry a learned method's model.
     """
     if save_raw not in SAVE_RAW:
         raise FeatkitError(f"unknown save_raw {save_raw!r}; use one of {', '.join(SAVE_RAW)}")
@@ -111,7 +114,17 @@ def render_cams(
     out.mkdir(parents=True, exist_ok=True)
 
     source = MapSource.of(features, root, device=device)
-    boxer = CamBoxer(classifier.weight, cam_options)
+    chosen = dict(calibrations or {})
+
+    def boxer_of(name: str) -> CamBoxer:
+        if name in chosen:
+            return CamBoxer(classifier.weight, chosen[name].options, chosen[name].foreground)
+        return CamBoxer(classifier.weight, replace(cam_options, method=name))
+
+    boxer = boxer_of(cam_options.method)
+    if boxer.learned and boxer.foreground is None:
+        raise FeatkitError(f"method {cam_options.method!r} learns from the training boxes; "
+                           "pass calibrations={method: calibrate(...)} fitted on the train split")
     scores = classifier.decision_function(features.gap[idx])
     top = top_classes(scores, TOP_K)
     columns = _class_columns(which, features, classifier, idx, top)
@@ -121,7 +134,7 @@ def render_cams(
 
     entries: list[GalleryEntry] = []
     if len(methods) > 1:
-        boxers = [CamBoxer(classifier.weight, replace(cam_options, method=name)) for name in methods]
+        boxers = [boxer_of(name) for name in methods]
         for chunk, conv in source.batches(idx, batch):
             pos = np.array([position[int(r)] for r in chunk])
             per_method = [b.row_cams(source, chunk, conv, columns[pos][:, :1])[:, 0] for b in boxers]
