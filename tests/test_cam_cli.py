@@ -197,7 +197,7 @@ def test_cam_and_localize_on_other_samples(name: str, dataset: str, split: str, 
         assert main(["svm-train", str(features), "-o", str(svm), "--overwrite"]) == 0
         split = "test"
         capsys.readouterr()
-    assert main(["localize", str(features), str(svm), "--split", split, "-o", str(tmp_path / "loc")]) == 0
+    assert main(["localize", str(features), str(svm), "--split", split, "--sweep", "-o", str(tmp_path / "loc")]) == 0
     text = capsys.readouterr().out
     assert "GT-known loc." in text and "centre box" in text and "MaxBoxAccV2" in text
     assert (tmp_path / "loc" / "threshold_curve.png").stat().st_size > 5000

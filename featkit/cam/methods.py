@@ -11,6 +11,11 @@ CAM of all weights is then a weak, part-focused signal whose boxes are too
 small (issue 10: 42.8 % GT-known on the CUB sample against 59.7 % for a
 centred box). Keeping only positive weights, or asking the class-agnostic
 mean of all maps where the object is, restores the extent.
+
+When the train split has boxes, the learned methods (:data:`LEARNED_METHODS`)
+go further: a linear SVM on map cells, inside versus outside the training
+boxes (:mod:`featkit.cam.foreground`), says where objects are; it is itself a
+CAM with weights learned for "object against its own background".
 """
 
 from __future__ import annotations

@@ -361,7 +361,7 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         update, close = _progress_bar("localize")
         try:
             report = localize(features, classifier, rows, cam_options=options, root=args.root,
-                              sweep=not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
+                              sweep=(args.sweep or args.protocol == "wsol") and not args.no_sweep, multi_threshold=args.multi_threshold, device=args.device,
                               protocol=args.protocol, cam_curve_interval=args.cam_curve_interval, progress=update,
                               calibration=calibration)
         finally:
@@ -729,8 +729,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("localize", help="weakly supervised localization scores (IoU >= 0.5), sweep and baselines")
     cam_args(p)
     p.add_argument("-o", "--output", default=None, help="folder for localization.csv/.json/.md and the curve plot")
-    p.add_argument("--no-sweep", action="store_true",
-                   help="skip the MaxBoxAcc threshold sweep (an oracle: best threshold on the scored images)")
+    p.add_argument("--sweep", action="store_true",
+                   help="also the MaxBoxAcc/MaxBoxAccV2 threshold sweep (an oracle: best threshold on the scored "
+                        "images; 100 labelling passes per image, most of localize's time); --protocol wsol implies it")
+    p.add_argument("--no-sweep", action="store_true", help=argparse.SUPPRESS)  # the default since 0.x; kept for scripts
     p.add_argument("--protocol", default="featkit", choices=["featkit", "wsol"],
                    help="how the sweep scores CAMs: featkit (original image, float map; default) or wsol "
                         "(clovaai/wsolevaluation: 224 px bicubic frame, 8-bit map, contours, +1 IoU)")
