@@ -31,7 +31,9 @@ its min-max range); the low end is for products of maps (cam-objectness), whose 
 
 CALIBRATION_SIDE = 160
 """Calibration boxes the map upsampled to at most this many pixels on the long side, then scales the box
-back: 19 labelling passes per image stay cheap, and a threshold (not a box) is what is chosen."""
+back: 19 labelling passes per image stay cheap, and a threshold (not a box) is what is chosen. With
+``CamOptions.close`` the map is boxed at full size instead, since the closing's square is in pixels of the
+original image: the same rule as the boxes then scored."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,10 @@ def calibrate(
         with single_threaded_torch():
             for j, row in enumerate(chunk):
                 width, height = int(features.sizes[row][0]), int(features.sizes[row][1])
-                scale = min(1.0, CALIBRATION_SIDE / max(width, height))
+                # closing counts pixels of the original image: the mask is closed at full size, as localize does
+                scale = 1.0 if options.close else min(1.0, CALIBRATION_SIDE / max(width, height))
                 small = (max(1, round(width * scale)), max(1, round(height * scale)))
-                boxes = boxes_from_cams(boxer.upsample(cams[j], small), levels, relative_to)
+                boxes = boxes_from_cams(boxer.upsample(cams[j], small), levels, relative_to, options.close)
                 boxes *= np.array([width / small[0], height / small[1]] * 2)
                 gts = np.asarray(all_boxes[int(row)], dtype=np.float64)
                 hits[pos[j]] = iou_matrix(boxes, gts).max(axis=1) >= iou_threshold

@@ -258,6 +258,15 @@ def _merge_sweeps(parts: list[BoxAccuracy], counts: list[int]) -> BoxAccuracy:
     )
 
 
+def _maps_origin(options: CamOptions, stored: str) -> str:
+    """Where the scored maps came from, for the summary."""
+    scales = "" if not options.multi_scale else f" at scales {', '.join(f'{s:g}' for s in options.scales)}"
+    if options.method == "dgl":
+        enhanced = f", enhanced (step {options.enhance:g})" if options.enhance else ""
+        return f"gradients on layer {options.layer} of the images{scales}{enhanced}"
+    return f"recomputed from the images{scales}" if scales else stored
+
+
 def _localize_one(
     boxer: CamBoxer,
     cams: np.ndarray,
@@ -432,7 +441,7 @@ def localize(
                     sweep_gts.append(gts)
             if sweep and wsol is None:
                 sweep_parts.append(max_box_acc(sweep_cams, sweep_gts, None, sweep_thresholds, SWEEP_IOUS,
-                                               sweep_normalization))
+                                               sweep_normalization, cam_options.close))
                 sweep_counts.append(len(sweep_cams))
         if progress:
             progress(len(per_image), idx.size)
@@ -459,7 +468,7 @@ def localize(
         "classifier": classifier.source,
         "classifier_trained_on": classifier.trained_on(),
         "classifier_kind": "backbone head" if classifier.is_head else "SVM weights",
-        "maps": f"gradients on layer {cam_options.layer} of the images" if boxer.needs_images else source.kind,
+        "maps": _maps_origin(cam_options, source.kind),
         "features": str(features.path),
         "threshold_chosen_on": (f"{calibration.split} ({calibration.n_images} images)" if calibration is not None
                                 else "a priori"),
