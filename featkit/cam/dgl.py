@@ -206,7 +206,7 @@ def mean_on_grid(maps: Sequence[np.ndarray], grid: tuple[int, int]) -> np.ndarra
         return maps[0]
     total = torch.zeros(*maps[0].shape[:2], *grid)
     for one in maps:
-        tensor = torch.from_numpy(np.ascontiguousarray(one, dtype=np.float32))
+        tensor = torch.from_numpy(np.array(one, dtype=np.float32))  # a copy: the maps may be read-only
         if tuple(tensor.shape[-2:]) != tuple(grid):
             tensor = F.interpolate(tensor, size=grid, mode="bilinear", align_corners=False)
         total += tensor
