@@ -136,6 +136,9 @@ def gradient_maps(
     of :func:`class_loss`, the pixel-level map is computed again on the moved
     activations (the rest of the network runs on them), and every plain and
     enhanced map is fused as above (the average of peak-normalised maps).
+    At ``last`` the loss gradient of a GAP + linear head is the same in every
+    cell, so the enhanced map is the CAM plus a constant there: the branch
+    only reshapes the map on inner layers, where the gradient varies in space.
     """
     index = np.asarray(classes, dtype=np.int64)
     if index.ndim == 1:
@@ -153,38 +156,34 @@ def gradient_maps(
 
         return hook
 
-    for name in layers:
-        if name != LAST:
-            hooks.append(_find_layer(model, name).register_forward_hook(keeper(name)))
     per_layer: list[list[torch.Tensor]] = [[] for _ in layers]
     enhanced: list[list[torch.Tensor]] = [[] for _ in layers]
-    try:
-        with torch.enable_grad():
+    with torch.enable_grad():
+        for name in layers:
+            if name != LAST:
+                hooks.append(_find_layer(model, name).register_forward_hook(keeper(name)))
+        try:
             final = model.forward_features(images)
-            if LAST in layers:
-                if not final.requires_grad:  # no inner layer hooked: the maps are the graph's only leaf
-                    final = final.detach().requires_grad_(True)
-                captured[LAST] = final
-            scores = _linear_scores(final, w)
-            picked = torch.gather(scores, 1, targets)  # (n, T)
-            acts = [captured[name] for name in layers]
-            for t in range(index.shape[1]):
-                last_pass = t + 1 == index.shape[1]
-                grads = torch.autograd.grad(picked[:, t].sum(), acts, retain_graph=enhance > 0 or not last_pass)
-                for j, (a, g) in enumerate(zip(acts, grads)):
-                    per_layer[j].append((g.float() * a.float()).sum(dim=1).detach())
-                if enhance > 0:
-                    loss_grads = torch.autograd.grad(class_loss(scores, targets[:, t]), acts,
-                                                     retain_graph=not last_pass)
-                    for j, name in enumerate(layers):
-                        for handle in hooks:  # the enhanced pass replaces one layer; no other is detached
-                            handle.remove()
-                        hooks = []
-                        moved = enhance_step(acts[j].detach(), loss_grads[j], enhance)
-                        enhanced[j].append(_selection_on(model, images, w, targets[:, t], name, moved))
-    finally:
-        for handle in hooks:
-            handle.remove()
+        finally:  # only this forward detaches the asked layers; the enhanced passes replace one layer each
+            for handle in hooks:
+                handle.remove()
+        if LAST in layers:
+            if not final.requires_grad:  # no inner layer hooked: the maps are the graph's only leaf
+                final = final.detach().requires_grad_(True)
+            captured[LAST] = final
+        scores = _linear_scores(final, w)
+        picked = torch.gather(scores, 1, targets)  # (n, T)
+        acts = [captured[name] for name in layers]
+        for t in range(index.shape[1]):
+            last_pass = t + 1 == index.shape[1]
+            grads = torch.autograd.grad(picked[:, t].sum(), acts, retain_graph=enhance > 0 or not last_pass)
+            for j, (a, g) in enumerate(zip(acts, grads)):
+                per_layer[j].append((g.float() * a.float()).sum(dim=1).detach())
+            if enhance > 0:
+                loss_grads = torch.autograd.grad(class_loss(scores, targets[:, t]), acts, retain_graph=not last_pass)
+                for j, name in enumerate(layers):
+                    moved = enhance_step(acts[j].detach(), loss_grads[j], enhance)
+                    enhanced[j].append(_selection_on(model, images, w, targets[:, t], name, moved))
     stacks = [torch.stack(maps, dim=1) for maps in per_layer]  # each (n, T, h_l, w_l)
     if enhance > 0:
         return _fuse(stacks + [torch.stack(maps, dim=1) for maps in enhanced]).cpu().numpy()
