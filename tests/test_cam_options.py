@@ -80,6 +80,7 @@ def test_calibration_and_localize_close_the_same_way(tmp_path: Path) -> None:
         assert chosen.accuracy == 1.0 and chosen.options.close == 11
         report = localize(features, classifier, [1], cam_options=chosen.options, calibration=chosen)
         assert report.per_image[0]["box"] == (10.0, 10.0, 80.0, 20.0) and report.summary["close"] == 11
+        assert "threshold 0.5 (chosen train (1 images)), mask closed with a 11 px square, nearest" in report.to_markdown()
         assert report.summary["max_box_acc"] == 1.0  # the oracle sweep closes too
         unclosed = localize(features, classifier, [1], cam_options=plain)
         assert unclosed.per_image[0]["box"] == (10.0, 10.0, 40.0, 20.0) and unclosed.summary["max_box_acc"] == 0.0

@@ -106,12 +106,14 @@ class LocalizationReport:
         def pct(value: Any) -> str:
             return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
+        closing = f"mask closed with a {s['close']} px square, " if s.get("close") else ""
         lines = [
             f"Localization of {s['n_images']} images (IoU ≥ {s['iou_threshold']:g} with any GT box; "
             f"{'CAM' if s.get('method', 'cam') == 'cam' else 'map ' + repr(s['method'])} of the "
             f"{s['cam_class']}{'' if s.get('weights', 'all') == 'all' else ' from positive weights only'}; "
             f"{s['normalization']} normalisation, threshold {s['threshold']:g} "
             f"(chosen {s.get('threshold_chosen_on', 'a priori')}), "
+            f"{closing}"
             f"{s['upsample']} upsampling; weights: {s['classifier']}; maps: {s['maps']})",
             "",
             "| method | GT-known loc. | top-1 loc. | top-5 loc. | top-1 CAM, any class | mean IoU |",
