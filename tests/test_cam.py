@@ -129,7 +129,7 @@ def test_normalize_max_keeps_negatives_and_relu_max_clips():
 def test_cam_options_are_frozen_and_validated():
     options = CamOptions()
     assert options.to_dict() == {"normalization": "max", "threshold": 0.2, "upsample": "bilinear", "weights": "all",
-                                 "method": "cam", "layer": "last"}
+                                 "method": "cam", "layer": "last", "close": 0, "scales": [1.0], "enhance": 0.0}
     weight = np.array([[0.5, -1.0], [-0.1, 2.0]])
     np.testing.assert_array_equal(options.cam_weight(weight), weight)
     np.testing.assert_array_equal(CamOptions(weights="positive").cam_weight(weight), [[0.5, 0.0], [0.0, 2.0]])

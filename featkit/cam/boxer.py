@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from featkit.cam.boxes import Box, box_from_cam
-from featkit.cam.dgl import image_gradient_maps
+from featkit.cam.dgl import image_gradient_maps, image_method_maps
 from featkit.cam.foreground import ForegroundModel
 from featkit.cam.maps import CamOptions, normalize_cam, upsample
 from featkit.cam.methods import GRADIENT_METHODS, LEARNED_METHODS, method_maps
@@ -53,10 +53,10 @@ def paper_box(cam: np.ndarray, options: CamOptions) -> Box:
     takes the long way.
     """
     if options.normalization == "minmax":
-        return box_from_cam(cam, options.threshold, relative_to="minmax")
+        return box_from_cam(cam, options.threshold, relative_to="minmax", close=options.close)
     if options.normalization == "relu-max" and options.threshold <= 0:
-        return box_from_cam(normalize_cam(cam, "relu-max"), options.threshold, relative_to="max")
-    return box_from_cam(cam, options.threshold, relative_to="max")
+        return box_from_cam(normalize_cam(cam, "relu-max"), options.threshold, relative_to="max", close=options.close)
+    return box_from_cam(cam, options.threshold, relative_to="max", close=options.close)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,9 @@ class CamBoxer:
 
         The paper's CAM unless the options name another method of :mod:`featkit.cam.methods`.
         """
+        if self.options.multi_scale:
+            raise FeatkitError(f"maps at scales {list(self.options.scales)} are computed from the images, not from "
+                               "given conv maps; use CamBoxer.row_cams (or scales=(1.0,))")
         return method_maps(self.options.method, maps, self.options.cam_weight(self.weight), classes, self.foreground)
 
     @property
@@ -94,13 +97,13 @@ class CamBoxer:
 
     @property
     def needs_images(self) -> bool:
-        """Whether the maps come from the backbone run again with gradients (not from conv maps)."""
-        return self.options.method in GRADIENT_METHODS
+        """Whether the maps come from the backbone run again on the images (gradients, or other input sizes)."""
+        return self.options.method in GRADIENT_METHODS or self.options.multi_scale
 
     def batches(
         self, source: MapSource, rows: np.ndarray, batch: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(rows, conv maps) from ``source``; gradient methods get the rows only (maps None), no map is read."""
+        """(rows, conv maps) from ``source``; methods that need the images get the rows only (maps None)."""
         if self.needs_images:
             for lo in range(0, len(rows), batch):
                 yield rows[lo : lo + batch], None
@@ -108,22 +111,29 @@ class CamBoxer:
             yield from source.batches(rows, batch)
 
     def row_cams(self, source: MapSource, rows: np.ndarray, maps: np.ndarray | None, classes: np.ndarray) -> np.ndarray:
-        """:meth:`cams` of ``rows``: from their conv maps, or by gradients on their images (dgl)."""
+        """:meth:`cams` of ``rows``: from their conv maps, or from their images (dgl, multi-scale)."""
         if not self.needs_images:
-            assert maps is not None  # batches() gives maps to every non-gradient method
+            assert maps is not None  # batches() gives maps to every method that does not need the images
             return self.cams(maps, classes)
+        what = (f"method {self.options.method!r}" if self.options.method in GRADIENT_METHODS
+                else f"scales {list(self.options.scales)}")
         geometry = (source.features.attrs.get("resize", "warp"), source.features.attrs.get("tta", "none"))
         if geometry != ("warp", "none"):
-            raise FeatkitError(f"method {self.options.method!r} supports files extracted with resize='warp' and no tta; "
-                               f"{source.features.path} has resize={geometry[0]!r}, tta={geometry[1]!r}; "
-                               "use a stored-maps method or re-extract with the defaults")
+            raise FeatkitError(f"{what} runs the backbone on the images and supports files extracted with "
+                               f"resize='warp' and no tta; {source.features.path} has resize={geometry[0]!r}, "
+                               f"tta={geometry[1]!r}; use a stored-maps method at scales=(1.0,) or re-extract "
+                               "with the defaults")
         root = dataset_root(source.features, source.root)
         if root is None:
-            raise FeatkitError(f"method {self.options.method!r} runs the backbone on the images, but "
+            raise FeatkitError(f"{what} runs the backbone on the images, but "
                                f"{source.features.path} records no dataset root on disk; pass root=DATASET_ROOT")
+        weight = self.options.cam_weight(self.weight)
+        if self.options.method not in GRADIENT_METHODS:
+            return image_method_maps(source.features, root, rows, self.options.method, weight, classes,
+                                     source.device, scales=self.options.scales, foreground=self.foreground)
         layers = tuple(name.strip() for name in self.options.layer.split(",") if name.strip()) or ("last",)
-        return image_gradient_maps(source.features, root, rows, self.options.cam_weight(self.weight), classes,
-                                   layers, source.device)
+        return image_gradient_maps(source.features, root, rows, weight, classes, layers, source.device,
+                                   scales=self.options.scales, enhance=self.options.enhance)
 
     def upsample(
         self, cams: np.ndarray, size: tuple[int, int], frame: tuple[float, float, float, float] | np.ndarray | None = None

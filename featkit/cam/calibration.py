@@ -31,11 +31,6 @@ CALIBRATION_GRID: tuple[float, ...] = (0.01, 0.02, 0.03) + tuple(round(0.05 * i,
 """Thresholds tried on the training images: 0.01, 0.02, 0.03, 0.05, 0.10, ..., 0.95 (of the map's max, or of
 its min-max range); the low end is for products of maps (cam-objectness), whose values shrink."""
 
-CALIBRATION_SIDE = 160
-"""Calibration boxes the map upsampled to at most this many pixels on the long side, then scales the box
-back: 19 labelling passes per image stay cheap, and a threshold (not a box) is what is chosen."""
-
-
 @dataclass(frozen=True)
 class Calibration:
     """The setting chosen on ``n_images`` images of ``split`` and the accuracy curve it was chosen from."""
@@ -175,12 +170,10 @@ def _hits(
         frames = source.frames(chunk)
         with single_threaded_torch():
             for j, row in enumerate(chunk):
-                width, height = int(features.sizes[row][0]), int(features.sizes[row][1])
-                scale = min(1.0, CALIBRATION_SIDE / max(width, height))
-                small = (max(1, round(width * scale)), max(1, round(height * scale)))
-                frame = None if frames is None else frames[j] * scale
-                boxes = boxes_from_cams(boxer.upsample(cams[j], small, frame), levels, relative)
-                boxes *= np.array([width / small[0], height / small[1]] * 2)
+                size = (int(features.sizes[row][0]), int(features.sizes[row][1]))
+                # At full size, exactly as localize boxes (a smaller map moved the chosen threshold: issue 10).
+                up = boxer.upsample(cams[j], size, None if frames is None else frames[j])
+                boxes = boxes_from_cams(up, levels, relative, boxer.options.close)
                 gts = np.asarray(all_boxes[int(row)], dtype=np.float64)
                 hits[pos[j]] = iou_matrix(boxes, gts).max(axis=1) >= iou_threshold
     return hits

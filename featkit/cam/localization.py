@@ -106,12 +106,14 @@ class LocalizationReport:
         def pct(value: Any) -> str:
             return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
+        closing = f"mask closed with a {s['close']} px square, " if s.get("close") else ""
         lines = [
             f"Localization of {s['n_images']} images (IoU ≥ {s['iou_threshold']:g} with any GT box; "
             f"{'CAM' if s.get('method', 'cam') == 'cam' else 'map ' + repr(s['method'])} of the "
             f"{s['cam_class']}{'' if s.get('weights', 'all') == 'all' else ' from positive weights only'}; "
             f"{s['normalization']} normalisation, threshold {s['threshold']:g} "
             f"(chosen {s.get('threshold_chosen_on', 'a priori')}), "
+            f"{closing}"
             f"{s['upsample']} upsampling; weights: {s['classifier']}; maps: {s['maps']})",
             "",
             "| method | GT-known loc. | top-1 loc. | top-5 loc. | top-1 CAM, any class | mean IoU |",
@@ -260,6 +262,15 @@ def _merge_sweeps(parts: list[BoxAccuracy], counts: list[int]) -> BoxAccuracy:
         n_images=int(sum(counts)),
         normalization=first.normalization,
     )
+
+
+def _maps_origin(options: CamOptions, stored: str) -> str:
+    """Where the scored maps came from, for the summary."""
+    scales = "" if not options.multi_scale else f" at scales {', '.join(f'{s:g}' for s in options.scales)}"
+    if options.method == "dgl":
+        enhanced = f", enhanced (step {options.enhance:g})" if options.enhance else ""
+        return f"gradients on layer {options.layer} of the images{scales}{enhanced}"
+    return f"recomputed from the images{scales}" if scales else stored
 
 
 def _localize_one(
@@ -439,7 +450,7 @@ def localize(
                     sweep_gts.append(gts)
             if sweep and wsol is None:
                 sweep_parts.append(max_box_acc(sweep_cams, sweep_gts, None, sweep_thresholds, SWEEP_IOUS,
-                                               sweep_normalization))
+                                               sweep_normalization, cam_options.close))
                 sweep_counts.append(len(sweep_cams))
         if progress:
             progress(len(per_image), idx.size)
@@ -466,7 +477,7 @@ def localize(
         "classifier": classifier.source,
         "classifier_trained_on": classifier.trained_on(),
         "classifier_kind": "backbone head" if classifier.is_head else "SVM weights",
-        "maps": f"gradients on layer {cam_options.layer} of the images" if boxer.needs_images else source.kind,
+        "maps": _maps_origin(cam_options, source.kind),
         "features": str(features.path),
         "threshold_chosen_on": (f"{calibration.split} ({calibration.n_images} images)" if calibration is not None
                                 else "a priori"),

@@ -56,6 +56,17 @@ class CamOptions:
     """Which map is boxed (featkit.cam.methods): 'cam' is the paper's; the others trade its purity for extent."""
     layer: str = "last"
     """Gradient methods (dgl) only: comma-separated backbone layers whose maps are fused ('last': the CAM maps)."""
+    close: int = 0
+    """Morphological closing of the thresholded mask before the largest component is boxed: a ``close`` x
+    ``close`` square in pixels of the ORIGINAL image (the grid the mask is drawn on), so a gap narrower than
+    that joins two blobs into one box (DGL). 0: the paper's rule."""
+    scales: tuple[float, ...] = (1.0,)
+    """Multi-scale inputs: the backbone runs on the image warped to round(S * s) px for each scale s (S the
+    file's input size), each scale's map is resized to the scale-1 grid and the maps are averaged. Anything
+    but (1.0,) recomputes from the images (stored maps exist at scale 1 only)."""
+    enhance: float = 0.0
+    """dgl only: step size of DGL's class-aware enhancement (0: none), relative to the activations' norm;
+    see :func:`featkit.cam.dgl.gradient_maps`."""
 
     def __post_init__(self) -> None:
         if self.method not in MAP_METHODS:
@@ -74,10 +85,29 @@ class CamOptions:
             raise FeatkitError(
                 f"unknown upsampling mode {self.upsample!r}; use one of {', '.join(UPSAMPLE_MODES)}"
             )
+        try:
+            scales = tuple(float(s) for s in self.scales)
+        except (TypeError, ValueError):
+            raise FeatkitError(f"scales must be numbers such as (1.0, 1.5, 2.0), got {self.scales!r}") from None
+        if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
+            raise FeatkitError(f"scales must be positive numbers such as (1.0, 1.5, 2.0), got {self.scales!r}")
+        object.__setattr__(self, "scales", scales)  # a list or ints given: one canonical tuple of floats
+        if isinstance(self.close, bool) or not isinstance(self.close, (int, np.integer)) or self.close < 0:
+            raise FeatkitError(f"close={self.close!r} is not a size in pixels; give a whole number >= 0 (0: no closing)")
+        if not np.isfinite(self.enhance) or self.enhance < 0:
+            raise FeatkitError(f"enhance={self.enhance!r} is not a step size; give a number >= 0 (0: no enhancement)")
+        if self.enhance > 0 and self.method != "dgl":
+            raise FeatkitError(f"enhance={self.enhance!r} applies to method='dgl' only (gradients of the class "
+                               f"loss), not to method={self.method!r}; use method='dgl' or enhance=0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON/TOML output files."""
-        return asdict(self)
+        return {**asdict(self), "scales": list(self.scales)}
+
+    @property
+    def multi_scale(self) -> bool:
+        """Whether maps come from other input sizes than the file's (then they are recomputed from the images)."""
+        return self.scales != (1.0,)
 
     def cam_weight(self, weight: np.ndarray) -> np.ndarray:
         """The class weights the CAM uses (scores always use every weight)."""

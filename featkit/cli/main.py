@@ -237,7 +237,8 @@ def _cam_options(args: argparse.Namespace) -> CamOptions:
 
     threshold = 0.2 if args.threshold is None else args.threshold
     return CamOptions(normalization=args.normalization, threshold=threshold, weights=args.cam_weights,
-                      method=args.method, layer=getattr(args, "layer", "last"))
+                      method=args.method, layer=getattr(args, "layer", "last"), close=args.close,
+                      scales=args.scales, enhance=args.enhance)
 
 
 def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray | None:
@@ -584,6 +585,17 @@ def _add_svm_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=-1, help="threads training classes in parallel (-1: all cores)")
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    """``--scales 1,1.5,2`` -> (1.0, 1.5, 2.0); argparse reports anything else in one line."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers such as 1,1.5,2, got {text!r}") from None
+    if not scales or any(not s > 0 or s == float("inf") for s in scales):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers such as 1,1.5,2, got {text!r}")
+    return scales
+
+
 def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
     """How CAMs become boxes (read back by :func:`_cam_options`)."""
     p.add_argument("--normalization", default="max", choices=["max", "minmax", "relu-max"],
@@ -605,6 +617,18 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
                         "none: --threshold or 0.2")
     p.add_argument("--layer", default="last",
                    help="dgl only: backbone layer(s), comma-separated and fused (default last = the CAM maps)")
+    p.add_argument("--close", type=int, default=0, metavar="K",
+                   help="close the thresholded mask with a K x K square (pixels of the original image) before "
+                        "the largest component is boxed, joining blobs split by gaps under K px (default 0: "
+                        "the paper's rule)")
+    p.add_argument("--scales", type=_scales, default=(1.0,), metavar="S1,S2,...",
+                   help="multi-scale inputs, e.g. 1,1.5,2: the backbone runs on the image warped to each "
+                        "scale x the file's input size, maps averaged on the scale-1 grid (default 1: the "
+                        "file's own maps; other scales recompute from the images, warp files only)")
+    p.add_argument("--enhance", type=float, default=0.0, metavar="ETA",
+                   help="dgl only: class-aware enhancement, one step of size ETA (relative to the activations' "
+                        "norm) down the gradient of the target's cross-entropy, fused with the plain map "
+                        "(default 0: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:

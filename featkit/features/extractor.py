@@ -555,14 +555,16 @@ def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tup
 
 
 def preprocessed_batches(
-    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device
+    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device,
+    size: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Normalised input batches (n, 3, S, S) of ``paths`` under ``root``, preprocessed as the file records.
 
-    Used by the computations that run the backbone again with gradients (dgl),
+    ``size`` overrides the file's input size S (multi-scale maps). Used by the
+    computations that run the backbone again on the images (dgl, multi-scale),
     which support warped files only (:meth:`featkit.cam.boxer.CamBoxer.row_cams` refuses others).
     """
-    size = int(attrs["input_size"])
+    size = int(attrs["input_size"]) if size is None else int(size)
     view = ImageFolderView(Path(root), list(paths), size)
     for lo in range(0, len(paths), batch_size):
         items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]

@@ -46,9 +46,13 @@ class MapSource:
 
     @classmethod
     def of(cls, features: FeatureFile, root: str | Path | None = None, *, device: str = "auto") -> MapSource:
-        """Stored maps when the file has them, else a recomputing source (the images must be on disk)."""
+        """Stored maps when the file has them, else a recomputing source (the images must be on disk).
+
+        A stored source keeps ``root`` and ``device`` too: methods that run the
+        backbone on the images (dgl, multi-scale) read them from it.
+        """
         if features.has_maps:
-            return cls(features, "stored")
+            return cls(features, "stored", None if root is None else dataset_root(features, root), device)
         base = dataset_root(features, root)
         if base is None:
             raise FeatkitError(
