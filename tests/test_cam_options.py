@@ -197,5 +197,21 @@ def test_multi_scale_refuses_other_geometries(fake_cub: Callable[..., Path], tmp
     with FeatureFile(path) as features:
         boxer = CamBoxer(np.ones((2, 32), np.float32), CamOptions(scales=(1.0, 2.0)))
         with pytest.raises(FeatkitError, match=r"scales \[1.0, 2.0\] runs the backbone on the images and supports "
-                                               "files extracted with resize='warp'"):
+                                               "files extracted with resize='warp' or 'crop'"):
             boxer.row_cams(MapSource.of(features), np.array([0]), None, np.array([0]))
+
+
+def test_dgl_on_a_crop_file_reruns_the_crop_view(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
+    """The backbone runs again on the same centre crop the file stored: dgl at the last layer is its CAM / (h w)."""
+    root = fake_cub(n_classes=2, per_class=2)
+    path = tmp_path / "crop.h5"
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--resize", "crop", "-o", str(path),
+                 *TINY]) == 0
+    with FeatureFile(path) as features:
+        weight = np.random.default_rng(0).normal(size=(2, features.gap.shape[1])).astype(np.float32)
+        rows, classes = np.arange(len(features)), np.arange(len(features)) % 2
+        source = MapSource.of(features, root)
+        stored = CamBoxer(weight).cams(features.maps(rows), classes)
+        rerun = CamBoxer(weight, CamOptions(method="dgl")).row_cams(source, rows, None, classes)
+    h, w = stored.shape[-2:]
+    assert np.allclose(rerun * h * w, stored, rtol=1e-2, atol=1e-2 * float(np.abs(stored).max()))

@@ -554,6 +554,10 @@ def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tup
     return spec, model.to(dev), dev
 
 
+FIXED_SHAPE_POLICIES: tuple[str, ...] = ("warp", "crop")
+"""Resize policies whose network inputs are all S x S (batches without buckets)."""
+
+
 def preprocessed_batches(
     attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device,
     size: int | None = None,
@@ -562,10 +566,15 @@ def preprocessed_batches(
 
     ``size`` overrides the file's input size S (multi-scale maps). Used by the
     computations that run the backbone again on the images (dgl, multi-scale),
-    which support warped files only (:meth:`featkit.cam.boxer.CamBoxer.row_cams` refuses others).
+    which need one input shape per batch: ``warp`` and ``crop`` files
+    (:meth:`featkit.cam.boxer.CamBoxer.row_cams` refuses ``short-side`` and flip TTA).
     """
     size = int(attrs["input_size"]) if size is None else int(size)
-    view = ImageFolderView(Path(root), list(paths), size)
+    resize = str(attrs.get("resize", "warp"))
+    if resize not in FIXED_SHAPE_POLICIES:
+        raise FeatkitError(f"inputs of resize={resize!r} vary in shape; rerunning the backbone supports "
+                           f"{' and '.join(FIXED_SHAPE_POLICIES)} files")
+    view = ImageFolderView(Path(root), list(paths), size, resize=resize)
     for lo in range(0, len(paths), batch_size):
         items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
         bad = [it.error for it in items if it.error]
