@@ -255,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load_seconds = time.perf_counter() - t0
             dgl_runs: dict[str, list[float]] = {layer: [] for layer in dgl_layers}
             dgl_ratios: dict[str, list[float]] = {layer: [] for layer in dgl_layers}
+            load_before = os.getloadavg()
             for r in range(args.repeats):
                 fk, cams_fk, boxes_fk = featkit_cams(features, rows, classes, args.batch_size)
                 tc, cams_tc, boxes_tc = torchcam_cams(features, rows, classes, 1)
@@ -282,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             attrs = features.attrs
             weights_text = f"the SVM {args.svm.name}" if args.svm else "the backbone's ImageNet head"
             source = f"{n} images of {features_path.name if args.features else 'the extracted sample'}"
-        load_text = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        load_text = " before the rounds, ".join(", ".join(f"{v:.2f}" for v in load)
+                                                for load in (load_before, os.getloadavg())) + " after"
         median = {k: statistics.median(v) for k, v in runs.items()}
         speedup = {k: statistics.median(v) for k, v in ratios.items()}
         labels = {
