@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from featkit.linear import LinearClassifier
 
 SAMPLE_DATA = Path(os.environ.get("FEATKIT_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -97,6 +101,44 @@ def write_features(
         if complete:
             writer.finish()
     return path
+
+
+BOXED_SIDE, BOXED_GRID, BOXED_K = 160, 8, 6
+BOXED_CLASSES = ["a", "b"]
+
+
+def boxed_store(
+    folder: Path, n: int = 24, seed: int = 0, test_boxes: bool = True
+) -> tuple[Path, list[tuple[float, float, float, float]]]:
+    """Maps where unit 0 fires inside each image's box (plus noise everywhere), units 1-5 are noise.
+
+    Units 2 and 3 are stronger than unit 0 on average, so the class-agnostic mean map does not find the box;
+    the foreground SVM must learn that unit 0 is the one that marks it. Boxes vary in place and size.
+    """
+    rng = np.random.default_rng(seed)
+    scale = np.array([0.3, 1, 2, 2, 1, 1], np.float32)[:, None, None]
+    maps = rng.random((n, BOXED_K, BOXED_GRID, BOXED_GRID), dtype=np.float32) * scale
+    boxes = []
+    for i in range(n):
+        h, w = rng.integers(3, 6, size=2)
+        r, c = rng.integers(0, BOXED_GRID - h + 1), rng.integers(0, BOXED_GRID - w + 1)
+        maps[i, 0, r : r + h, c : c + w] += 1.0
+        cell = BOXED_SIDE / BOXED_GRID
+        boxes.append((float(c * cell), float(r * cell), float((c + w) * cell), float((r + h) * cell)))
+    labels = np.arange(n) % 2
+    splits = ["train" if i < n * 2 // 3 else "test" for i in range(n)]
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = [(b,) if test_boxes or splits[i] == "train" else () for i, b in enumerate(boxes)]
+    path = write_features(folder / "boxed.h5", maps.mean(axis=(2, 3)), labels, splits, BOXED_CLASSES, maps=maps,
+                          boxes=kept, sizes=np.full((n, 2), BOXED_SIDE, np.int32))
+    return path, boxes
+
+
+def boxed_classifier() -> LinearClassifier:
+    """Identity weights on units 0 and 1 of :func:`boxed_store`'s maps (class 'a' weighs the box unit)."""
+    from featkit.linear import LinearClassifier
+
+    return LinearClassifier(np.eye(2, BOXED_K), np.zeros(2), list(BOXED_CLASSES), "none", "identity")
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,24 @@ def test_perf_geometry_reports_img_per_s_beside_warp(tmp_path: Path) -> None:
     assert [(r[0].strip(), r[1].strip()) for r in rows] == [
         ("warp", "none"), ("short-side", "none"), ("crop", "none"), ("short-side", "flip")]
     assert rows[0][4].strip() == "1.00x" and all(float(r[3]) > 0 for r in rows)
+
+
+def test_table4_best_method_is_the_highest_calibration_accuracy_on_train(tmp_path: Path) -> None:
+    from conftest import boxed_classifier, boxed_store
+
+    from benchmarks import table4
+    from featkit.features import FeatureFile
+    from featkit.linear.protocol import split_rows
+
+    path, _ = boxed_store(tmp_path)
+    classifier = boxed_classifier()
+    with FeatureFile(path) as features:
+        train = split_rows(features, "train")
+        chosen, calibrations = table4.choose_method(features, classifier, train, "best")
+        assert list(calibrations) == list(table4.BEST_CANDIDATES)
+        assert all(c.split == "train" and c.n_images == len(train) == 16 for c in calibrations.values())
+        assert chosen.accuracy == max(c.accuracy for c in calibrations.values())
+        assert chosen is calibrations[chosen.options.method]
+        # A named method is calibrated alone.
+        single, only = table4.choose_method(features, classifier, train, "cam-positive")
+        assert list(only) == ["cam-positive"] and single.options.method == "cam-positive"

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_features
+from conftest import BOXED_CLASSES as CLASSES
+from conftest import BOXED_GRID as GRID
+from conftest import BOXED_K as K
+from conftest import BOXED_SIDE as SIDE
+from conftest import boxed_classifier as classifier
+from conftest import boxed_store, write_features
 
 from featkit.cam.boxer import CamBoxer
 from featkit.cam.calibration import _halves, calibrate
@@ -18,40 +23,6 @@ from featkit.cam.maps import CamOptions
 from featkit.cli import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile
-from featkit.linear import LinearClassifier
-
-SIDE, GRID, K = 160, 8, 6
-CLASSES = ["a", "b"]
-
-
-def boxed_store(
-    folder: Path, n: int = 24, seed: int = 0, test_boxes: bool = True
-) -> tuple[Path, list[tuple[float, float, float, float]]]:
-    """Maps where unit 0 fires inside each image's box (plus noise everywhere), units 1-5 are noise.
-
-    Units 2 and 3 are stronger than unit 0 on average, so the class-agnostic mean map does not find the box;
-    the foreground SVM must learn that unit 0 is the one that marks it. Boxes vary in place and size.
-    """
-    rng = np.random.default_rng(seed)
-    maps = rng.random((n, K, GRID, GRID), dtype=np.float32) * np.array([0.3, 1, 2, 2, 1, 1], np.float32)[:, None, None]
-    boxes = []
-    for i in range(n):
-        h, w = rng.integers(3, 6, size=2)
-        r, c = rng.integers(0, GRID - h + 1), rng.integers(0, GRID - w + 1)
-        maps[i, 0, r : r + h, c : c + w] += 1.0
-        cell = SIDE / GRID
-        boxes.append((float(c * cell), float(r * cell), float((c + w) * cell), float((r + h) * cell)))
-    labels = np.arange(n) % 2
-    splits = ["train" if i < n * 2 // 3 else "test" for i in range(n)]
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = [(b,) if test_boxes or splits[i] == "train" else () for i, b in enumerate(boxes)]
-    path = write_features(folder / "boxed.h5", maps.mean(axis=(2, 3)), labels, splits, CLASSES, maps=maps,
-                          boxes=kept, sizes=np.full((n, 2), SIDE, np.int32))
-    return path, boxes
-
-
-def classifier() -> LinearClassifier:
-    return LinearClassifier(np.eye(2, K), np.zeros(2), list(CLASSES), "none", "identity")
 
 
 def test_inside_cells_are_the_cells_whose_centre_lies_in_a_box() -> None:
