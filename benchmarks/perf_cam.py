@@ -226,9 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             splits = np.full((len(inputs.records), 1), "train", dtype=object)
             run_job(ExtractJob(inputs.root, inputs.records, inputs.classes, splits, "cub200", features_path,
                                ExtractOptions(model=args.model, weights=args.weights, image_size=args.image_size,
-                                              maps=True, device="cpu")))
+                                              maps=True, device="cpu", resize="warp")))
         with FeatureFile(features_path) as features:
             head = features.head()
+            if str(features.attrs.get("resize", "warp")) != "warp":
+                raise SystemExit(f"perf_cam: {features_path} was extracted with resize="
+                                 f"{features.attrs['resize']!r}; torch-cam's rows warp the image: use a warp file")
             if not features.has_maps or head is None:
                 print(f"{features_path} needs features/maps and a head (extract with --maps)", file=sys.stderr)
                 return 2

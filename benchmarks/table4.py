@@ -10,7 +10,9 @@ features of the CAM box of the predicted class and of the ground-truth box for
 every image, retrain and score. The paper's numbers are printed beside
 featkit's; the paper used GoogLeNet-GAP on all 200 classes, so only the
 ordering (full < CAM crop < GT box) is expected to carry over to other
-backbones and subsets.
+backbones and subsets. Images are warped to the square input as the authors'
+code does (``resize="warp"``, fixed a priori for fidelity; featkit's default is
+``crop``).
 
 ``--method NAME`` adds the rows of another localization map
 (featkit.cam.methods) beside the paper's CAM rows, which stay unchanged: its
@@ -170,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        rows = run(args.root, args.model, args.work, ExtractOptions(image_size=args.image_size, workers=args.workers),
+        rows = run(args.root, args.model, args.work, ExtractOptions(image_size=args.image_size, workers=args.workers,
+                                                                   resize="warp"),
                    not args.no_sweep, args.method)
     except FeatkitError as exc:
         print(f"table4: error: {exc}", file=sys.stderr)

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 RESIZE_POLICIES: tuple[str, ...] = ("warp", "short-side", "crop")
 TTA_MODES: tuple[str, ...] = ("none", "flip")
-DEFAULT_RESIZE = "warp"
-"""featkit's default policy: fixed a priori (the maps cover the whole image, which CAM boxes need);
-train-split cross-validation on the samples did not separate the three policies (docs/geometry.md)."""
+DEFAULT_RESIZE = "crop"
+"""featkit's default policy, chosen by a rule fixed before measuring: the highest mean train-split
+cross-validation accuracy over the sample datasets (benchmarks/geometry_cv.py, docs/geometry.md; no test
+image read). crop (the ImageNet evaluation view) won both runs. Its maps cover the centre square only: a CAM
+box cannot leave it; ``short-side`` keeps the whole image undistorted."""
 MAX_ASPECT = 2.0
 """Cap on long side / short side for ``short-side`` (at 224 px: inputs up to 224 x 448)."""
 CROP_FRACTION = 224 / 256
