@@ -28,18 +28,21 @@ from featkit.data import open_dataset
 from featkit.data.geometry import frame, input_shape
 from featkit.errors import FeatkitError
 from featkit.features import ExtractOptions, FeatureFile
-from featkit.features.extractor import ExtractJob, extract_rows, resolve_device
+from featkit.features.extractor import SHAPE_WINDOW, ExtractJob, extract_rows, resolve_device
 from featkit.models import get_backbone_spec
 
-CONFIGS: tuple[tuple[str, str], ...] = (
-    ("warp", "none"), ("short-side", "none"), ("crop", "none"), ("short-side", "flip"),
+CONFIGS: tuple[tuple[str, str, int | None], ...] = (
+    ("warp", "none", None), ("short-side", "none", 1), ("short-side", "none", None), ("crop", "none", None),
+    ("short-side", "flip", None),
 )
+"""(resize, tta, shape_window): ``short-side`` with window 1 is the per-batch bucketing, None featkit's default."""
 
 
 @dataclass(frozen=True)
 class GeometryRun:
     resize: str
     tta: str
+    window: int | None
     images: int
     seconds: float
     megapixels: float
@@ -63,13 +66,14 @@ def input_megapixels(sizes: np.ndarray, resize: str, tta: str, input_size: int, 
     return total * (2 if tta == "flip" else 1) / 1e6
 
 
-def measure(job: ExtractJob, resize: str, tta: str, repeats: int, scratch: Path) -> GeometryRun:
+def measure(job: ExtractJob, resize: str, tta: str, window: int | None, repeats: int, scratch: Path) -> GeometryRun:
     spec = get_backbone_spec(job.options.model)
     best = float("inf")
     sizes = np.zeros((0, 2))
     for r in range(repeats):
         output = scratch / f"{resize}-{tta}-{r}.h5"
-        run = replace(job, output=output, options=replace(job.options, resize=resize, tta=tta, overwrite=True))
+        options = replace(job.options, resize=resize, tta=tta, shape_window=window, overwrite=True)
+        run = replace(job, output=output, options=options)
         started = time.perf_counter()
         extract_rows(run)
         best = min(best, time.perf_counter() - started)
@@ -77,14 +81,15 @@ def measure(job: ExtractJob, resize: str, tta: str, repeats: int, scratch: Path)
             sizes = features.sizes
         output.unlink()
     size = job.options.image_size or spec.input_size
-    return GeometryRun(resize, tta, len(job.records), best, input_megapixels(sizes, resize, tta, size, spec.stride))
+    return GeometryRun(resize, tta, window, len(job.records), best, input_megapixels(sizes, resize, tta, size, spec.stride))
 
 
 def table_rows(runs: Sequence[GeometryRun]) -> list[list[str]]:
     warp = next(r for r in runs if r.resize == "warp" and r.tta == "none")
-    rows = [["resize", "tta", "images", "img/s", "vs warp", "input Mpx/s", "Mpx/s vs warp"]]
+    rows = [["resize", "tta", "shape window", "images", "img/s", "vs warp", "input Mpx/s", "Mpx/s vs warp"]]
     for r in runs:
-        rows.append([r.resize, r.tta, str(r.images), f"{r.img_per_s:.1f}", f"{r.img_per_s / warp.img_per_s:.2f}x",
+        window = "-" if r.resize != "short-side" else f"{r.window or SHAPE_WINDOW}" + ("" if r.window else " (default)")
+        rows.append([r.resize, r.tta, window, str(r.images), f"{r.img_per_s:.1f}", f"{r.img_per_s / warp.img_per_s:.2f}x",
                      f"{r.mpx_per_s:.3f}", f"{r.mpx_per_s / warp.mpx_per_s:.2f}x"])
     return rows
 
@@ -113,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = ExtractJob(args.root, records, dataset.classes(), np.full((len(records), 1), "", dtype=object),
                          dataset.manifest.name, Path("unused.h5"), options)
         with tempfile.TemporaryDirectory(prefix="featkit-perf-geometry-") as scratch:
-            runs = [measure(job, resize, tta, args.repeats, Path(scratch)) for resize, tta in CONFIGS]
+            runs = [measure(job, resize, tta, window, args.repeats, Path(scratch)) for resize, tta, window in CONFIGS]
     except FeatkitError as exc:
         print(f"perf_geometry: error: {exc}", file=sys.stderr)
         return 2
