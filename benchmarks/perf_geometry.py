@@ -13,6 +13,7 @@ the same images through :func:`featkit.features.extractor.extract_rows`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -28,18 +29,21 @@ from featkit.data import open_dataset
 from featkit.data.geometry import frame, input_shape
 from featkit.errors import FeatkitError
 from featkit.features import ExtractOptions, FeatureFile
-from featkit.features.extractor import ExtractJob, extract_rows, resolve_device
+from featkit.features.extractor import SHAPE_WINDOW, ExtractJob, extract_rows, resolve_device
 from featkit.models import get_backbone_spec
 
-CONFIGS: tuple[tuple[str, str], ...] = (
-    ("warp", "none"), ("short-side", "none"), ("crop", "none"), ("short-side", "flip"),
+CONFIGS: tuple[tuple[str, str, int | None], ...] = (
+    ("warp", "none", None), ("short-side", "none", 1), ("short-side", "none", None), ("crop", "none", None),
+    ("short-side", "flip", None),
 )
+"""(resize, tta, shape_window): ``short-side`` with window 1 is the per-batch bucketing, None featkit's default."""
 
 
 @dataclass(frozen=True)
 class GeometryRun:
     resize: str
     tta: str
+    window: int | None
     images: int
     seconds: float
     megapixels: float
@@ -63,30 +67,51 @@ def input_megapixels(sizes: np.ndarray, resize: str, tta: str, input_size: int, 
     return total * (2 if tta == "flip" else 1) / 1e6
 
 
-def measure(job: ExtractJob, resize: str, tta: str, repeats: int, scratch: Path) -> GeometryRun:
+def timed_run(job: ExtractJob, resize: str, tta: str, window: int | None, output: Path) -> tuple[float, np.ndarray]:
+    """Seconds of one extraction of ``job`` under this geometry, and the original sizes it recorded."""
+    options = replace(job.options, resize=resize, tta=tta, shape_window=window, overwrite=True)
+    started = time.perf_counter()
+    extract_rows(replace(job, output=output, options=options))
+    seconds = time.perf_counter() - started
+    with FeatureFile(output) as features:
+        sizes = features.sizes
+    output.unlink()
+    return seconds, sizes
+
+
+def measure_all(job: ExtractJob, configs: Sequence[tuple[str, str, int | None]], repeats: int,
+                scratch: Path) -> list[GeometryRun]:
+    """Best of ``repeats`` runs per configuration, the repeats interleaved (every configuration once per
+    round) so that a change of load on a shared machine hits all of them alike."""
     spec = get_backbone_spec(job.options.model)
-    best = float("inf")
-    sizes = np.zeros((0, 2))
-    for r in range(repeats):
-        output = scratch / f"{resize}-{tta}-{r}.h5"
-        run = replace(job, output=output, options=replace(job.options, resize=resize, tta=tta, overwrite=True))
-        started = time.perf_counter()
-        extract_rows(run)
-        best = min(best, time.perf_counter() - started)
-        with FeatureFile(output) as features:
-            sizes = features.sizes
-        output.unlink()
     size = job.options.image_size or spec.input_size
-    return GeometryRun(resize, tta, len(job.records), best, input_megapixels(sizes, resize, tta, size, spec.stride))
+    best = {c: float("inf") for c in configs}
+    sizes = np.zeros((0, 2))
+    for _ in range(repeats):
+        for config in configs:
+            seconds, sizes = timed_run(job, *config, scratch / "features.h5")
+            best[config] = min(best[config], seconds)
+    return [GeometryRun(resize, tta, window, len(job.records), best[(resize, tta, window)],
+                        input_megapixels(sizes, resize, tta, size, spec.stride)) for resize, tta, window in configs]
 
 
 def table_rows(runs: Sequence[GeometryRun]) -> list[list[str]]:
     warp = next(r for r in runs if r.resize == "warp" and r.tta == "none")
-    rows = [["resize", "tta", "images", "img/s", "vs warp", "input Mpx/s", "Mpx/s vs warp"]]
+    rows = [["resize", "tta", "shape window", "images", "img/s", "vs warp", "input Mpx/s", "Mpx/s vs warp"]]
     for r in runs:
-        rows.append([r.resize, r.tta, str(r.images), f"{r.img_per_s:.1f}", f"{r.img_per_s / warp.img_per_s:.2f}x",
+        window = "-" if r.resize != "short-side" else f"{r.window or SHAPE_WINDOW}" + ("" if r.window else " (default)")
+        rows.append([r.resize, r.tta, window, str(r.images), f"{r.img_per_s:.1f}", f"{r.img_per_s / warp.img_per_s:.2f}x",
                      f"{r.mpx_per_s:.3f}", f"{r.mpx_per_s / warp.mpx_per_s:.2f}x"])
     return rows
+
+
+def load_note() -> str:
+    """``, load average L`` (1 minute, at the end of the runs) where the OS tells it: timings on a shared
+    machine mean little without it."""
+    try:
+        return f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):
+        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--maps", action="store_true", help="also write the maps")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", default="perf_geometry")
     args = parser.parse_args(argv)
@@ -113,14 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = ExtractJob(args.root, records, dataset.classes(), np.full((len(records), 1), "", dtype=object),
                          dataset.manifest.name, Path("unused.h5"), options)
         with tempfile.TemporaryDirectory(prefix="featkit-perf-geometry-") as scratch:
-            runs = [measure(job, resize, tta, args.repeats, Path(scratch)) for resize, tta in CONFIGS]
+            runs = measure_all(job, CONFIGS, args.repeats, Path(scratch))
     except FeatkitError as exc:
         print(f"perf_geometry: error: {exc}", file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     note = (f"{options.model}, {len(records)} images of {args.dataset} ({args.root.name}), batch {args.batch_size}, "
-            f"{where}, maps {'on' if args.maps else 'off'}; best of {args.repeats} runs (decode + forward + write). "
+            f"{where}, maps {'on' if args.maps else 'off'}; best of {args.repeats} interleaved runs "
+            f"(decode + forward + write){load_note()}. "
             "Mpx/s counts the input pixels the network saw: short-side feeds more pixels per image than warp.")
     print(write_table(table_rows(runs), args.out, args.name, note))
     return 0

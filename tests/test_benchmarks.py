@@ -106,10 +106,12 @@ def test_perf_geometry_reports_img_per_s_beside_warp(tmp_path: Path) -> None:
     out = tmp_path / "results"
     assert perf_geometry.main(["--root", str(root), "--dataset", "scene15", "--model", "tiny_test", "--workers", "0",
                                "--repeats", "1", "--out", str(out)]) == 0
-    rows = [line.split("|")[1:-1] for line in (out / "perf_geometry.md").read_text().splitlines()[2:6]]
-    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
-        ("warp", "none"), ("short-side", "none"), ("crop", "none"), ("short-side", "flip")]
-    assert rows[0][4].strip() == "1.00x" and all(float(r[3]) > 0 for r in rows)
+    rows = [[c.strip() for c in line.split("|")[1:-1]]
+            for line in (out / "perf_geometry.md").read_text().splitlines()[2:7]]
+    assert [tuple(r[:3]) for r in rows] == [
+        ("warp", "none", "-"), ("short-side", "none", "1"), ("short-side", "none", "128 (default)"),
+        ("crop", "none", "-"), ("short-side", "flip", "128 (default)")]
+    assert rows[0][5] == "1.00x" and rows[0][7] == "1.00x" and all(float(r[4]) > 0 and float(r[6]) > 0 for r in rows)
 
 
 def test_table4_best_method_is_the_highest_calibration_accuracy_on_train(tmp_path: Path) -> None:

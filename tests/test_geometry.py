@@ -152,3 +152,75 @@ def test_svm_eval_cam_and_localize_refuse_features_of_another_geometry(
         assert main([verb[0], str(short), str(tmp_path / "svm.h5"), *verb[1:]]) == 2
         err = capsys.readouterr().err
         assert f"featkit {verb[0]}: error:" in err and "resize: warp there, short-side in" in err, err
+
+
+GRAYS = [(96, 64), (64, 64), (64, 128), (96, 64), (128, 64), (64, 96), (64, 64), (96, 64), (64, 128), (80, 64)]
+"""(width, height) of uniform gray images: five input shapes under ``short-side`` at 64 px, mixed in every batch."""
+
+
+def _grays(tmp_path: Path, broken: int | None = None) -> list[ImageRecord]:
+    records = []
+    for i, (w, h) in enumerate(GRAYS):
+        path = tmp_path / "gray" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i == broken:
+            path.write_bytes(b"not a png")
+        else:
+            Image.fromarray(np.full((h, w, 3), 20 + 20 * i, np.uint8)).save(path)
+        records.append(ImageRecord(f"{i}.png", 0, "train"))
+    return records
+
+
+def _extract_grays(tmp_path: Path, records: list[ImageRecord], out: Path, window: int,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+    options = ExtractOptions(model=BRIGHT, maps=True, resize="short-side", workers=0, batch_size=2,
+                             shape_window=window)
+    extract_rows(ExtractJob(tmp_path / "gray", records, ["gray"], np.full((len(records), 1), "train", object),
+                            "grays", out, options, progress))
+
+
+def test_shape_windows_keep_every_row_in_its_place(tmp_path: Path) -> None:
+    """Images regrouped by shape across batches: row i still holds image i (its gray level), maps included."""
+    records = _grays(tmp_path)
+    per_batch, windowed = tmp_path / "per-batch.h5", tmp_path / "windowed.h5"
+    _extract_grays(tmp_path, records, per_batch, window=1)
+    _extract_grays(tmp_path, records, windowed, window=6)
+    with FeatureFile(windowed) as got, FeatureFile(per_batch) as want:
+        np.testing.assert_allclose(got.gap[:, 0], [(20 + 20 * i) / 255 for i in range(len(GRAYS))], rtol=1e-5)
+        np.testing.assert_array_equal(got.gap, want.gap)
+        np.testing.assert_array_equal(got.h5["features/maps"][:], want.h5["features/maps"][:])
+        assert got.sizes.tolist() == [list(s) for s in GRAYS]
+
+
+def test_interrupted_shape_window_resumes_bit_identical(tmp_path: Path) -> None:
+    """A window is committed as a whole: rows_done stops on a window boundary and the resumed file is
+    the uninterrupted one, byte for byte in every array."""
+    records = _grays(tmp_path)
+    reference, out = tmp_path / "ref.h5", tmp_path / "resumed.h5"
+    _extract_grays(tmp_path, records, reference, window=4)
+    seen: list[int] = []
+
+    def stop_after_first_window(done: int, total: int) -> None:
+        seen.append(done)
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _extract_grays(tmp_path, records, out, window=4, progress=stop_after_first_window)
+    with FeatureFile(out) as half:
+        assert not half.complete and half.attrs["rows_done"] == 4 and seen == [0, 4]
+    _extract_grays(tmp_path, records, out, window=4)
+    with FeatureFile(out) as got, FeatureFile(reference) as want:
+        assert got.complete
+        for name in ("features/gap", "features/maps", "images/size", "images/status"):
+            np.testing.assert_array_equal(got.h5[name][:], want.h5[name][:])
+
+
+def test_unreadable_image_in_a_shape_window_keeps_the_rows_before_its_batch(tmp_path: Path) -> None:
+    records = _grays(tmp_path, broken=5)  # batch 2 (rows 4, 5) of the first window (rows 0..5)
+    out = tmp_path / "f.h5"
+    with pytest.raises(FeatkitError, match="cannot read image 5.png"):
+        _extract_grays(tmp_path, records, out, window=6)
+    with FeatureFile(out) as half:
+        assert half.attrs["rows_done"] == 4
+        np.testing.assert_allclose(half.gap[:4, 0], [(20 + 20 * i) / 255 for i in range(4)], rtol=1e-5)

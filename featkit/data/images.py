@@ -33,7 +33,8 @@ from PIL import Image, UnidentifiedImageError
 
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 
-__all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "load_rgb", "normalize_batch"]
+__all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
+           "normalize_batch"]
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,35 @@ def collate(items: list[Loaded]) -> Batch:
         sizes=np.array([it.size for it in items], dtype=np.int32),
         errors=[it.error for it in items],
         fingerprints=[it.fingerprint for it in items],
+    )
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """Consecutive batches as one, their images regrouped by input shape across the batches.
+
+    Rows keep their order (positions are offset by the rows of the batches
+    before); only the grouping changes, so each input shape runs in fewer,
+    fuller forward passes than batch by batch.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    buckets: dict[tuple[int, ...], tuple[list[np.ndarray], list[torch.Tensor]]] = {}
+    offset = 0
+    for batch in batches:
+        for positions, pixels in batch.groups:
+            where, stacks = buckets.setdefault(tuple(pixels.shape[1:]), ([], []))
+            where.append(positions + offset)
+            stacks.append(pixels)
+        offset += len(batch.errors)
+    groups = [(np.concatenate(where), stacks[0] if len(stacks) == 1 else
+               torch.cat(stacks).contiguous(memory_format=torch.channels_last))
+              for where, stacks in buckets.values()]
+    return Batch(
+        indices=np.concatenate([b.indices for b in batches]),
+        groups=groups,
+        sizes=np.concatenate([b.sizes for b in batches]),
+        errors=[e for b in batches for e in b.errors],
+        fingerprints=[f for b in batches for f in b.fingerprints],
     )
 
 

@@ -4,8 +4,9 @@ An :class:`ExtractJob` says what to extract (images, classes, splits, output,
 optional crop boxes) and :class:`ExtractOptions` how (backbone, input size,
 batching, device, tuning knobs). Decoding runs in DataLoader worker processes
 or a thread pool while the network runs and a background thread writes the
-previous batch; rows are committed a batch at a time, so Ctrl-C or kill -9
-loses at most the batch in flight and a re-run resumes. Several processes
+previous batch; rows are committed a batch at a time (under ``short-side`` a
+window of batches regrouped by input shape), so Ctrl-C or kill -9 loses at
+most the batch in flight and a re-run resumes. Several processes
 sharding one job build on this module (:mod:`featkit.features.distributed`),
 and :mod:`featkit.features.pipeline` chooses between the two.
 """
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 
 from featkit.data.base import ImageRecord
 from featkit.data.geometry import DEFAULT_RESIZE, canvas_input, check_geometry
-from featkit.data.images import Batch, ImageFolderView, collate, normalize_batch
+from featkit.data.images import Batch, ImageFolderView, collate, concat_batches, normalize_batch
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, Provenance
 from featkit.features.store import FeatureWriter, Head
@@ -37,6 +38,10 @@ from featkit.models.registry import Backbone, BackboneSpec
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
+SHAPE_WINDOW = 128
+"""Default ``shape_window``: at 224 px a batch of 32 photos holds 5 to 11 input shapes under ``short-side``,
+so per-batch buckets run as many small, ragged forward passes; 128 images fill most passes
+(benchmarks/results/perf_geometry.md)."""
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -77,6 +82,9 @@ class ExtractOptions:
     last-level cache (:func:`cpu_forward_batch`). ``batch_size`` stays the unit of reading and writing."""
     decode_threads: int | None = None
     """Threads decoding a batch with ``workers=0``; None: as many as torch's intra-op threads."""
+    shape_window: int | None = None
+    """``short-side``: images regrouped by input shape before the forward passes (whole batches, committed
+    together); None: :data:`SHAPE_WINDOW`. 1 runs each batch's shape buckets on their own."""
 
     def validate(self) -> None:
         """Refuse impossible values before any work (names are the Python keywords; the CLI maps them)."""
@@ -98,7 +106,7 @@ class ExtractOptions:
         if not 0 <= self.rank < self.world_size:
             raise FeatkitError(f"rank must be in 0..{self.world_size - 1} for world_size {self.world_size}, "
                                f"got {self.rank}")
-        for name in ("forward_batch", "decode_threads"):
+        for name in ("forward_batch", "decode_threads", "shape_window"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise FeatkitError(f"{name} must be at least 1 (or None for automatic), got {value}")
@@ -379,6 +387,39 @@ class _InlineBatches:
                 yield batch.pin_memory() if self.pin else batch
 
 
+def shape_windows(batches: Iterable[Batch], window: int, stop_at_errors: bool, pin: bool = False
+                  ) -> Iterator[Batch]:
+    """Consecutive batches merged until they hold at least ``window`` images (:func:`concat_batches`).
+
+    Rows stay in order and a window is committed as one write, so ``rows_done``
+    still advances over a contiguous prefix and a resumed run starts on the same
+    window boundaries. With ``stop_at_errors`` a batch holding an unreadable
+    image is yielded alone, after the window before it, so the rows before it
+    are saved when the run stops there.
+    """
+    pending: list[Batch] = []
+    count = 0
+    for batch in batches:
+        if stop_at_errors and any(batch.errors):
+            if pending:
+                yield _merged(pending, pin)
+                pending, count = [], 0
+            yield batch
+            continue
+        pending.append(batch)
+        count += len(batch.errors)
+        if count >= window:
+            yield _merged(pending, pin)
+            pending, count = [], 0
+    if pending:
+        yield _merged(pending, pin)
+
+
+def _merged(batches: list[Batch], pin: bool) -> Batch:
+    merged = concat_batches(batches)
+    return merged.pin_memory() if pin and len(batches) > 1 else merged
+
+
 def _run(
     job: ExtractJob,
     model: Backbone,
@@ -436,6 +477,9 @@ def _run_loader(
         decode_threads = options.decode_threads or max(1, min(_cores(), torch.get_num_threads()))
         loader = _InlineBatches(view, range(start, total), options.batch_size, decode_threads,
                                 device.type == "cuda")
+    if view.resize == "short-side":
+        loader = shape_windows(loader, options.shape_window or SHAPE_WINDOW, options.on_error == "fail",
+                               device.type == "cuda")
     model = model.to(memory_format=torch.channels_last)
     autocast_dtype = PRECISIONS[options.precision]
     chunk = (cpu_forward_batch(model, view.input_size, options.precision, options.forward_batch)
@@ -500,7 +544,8 @@ def forward_batch(
     maps and readers trim it (:func:`featkit.cam.maps.valid_extent`). With
     ``tta="flip"`` the mirrored image runs too and its maps are flipped back
     before the two are averaged. ``chunk`` (images per CPU pass at
-    ``input_size``) shrinks with the area of larger inputs.
+    ``input_size``) shrinks with the area of larger inputs; a bucket is cut into
+    near-equal passes of at most that many (7 at 3 per pass: 3 + 2 + 2, not 3 + 3 + 1).
     """
     gap: torch.Tensor | None = None
     out: torch.Tensor | None = None
@@ -512,8 +557,9 @@ def forward_batch(
             x = torch.cat([x, x.flip(3)]).contiguous(memory_format=torch.channels_last)
         per_pass = chunk and max(1, chunk * input_size * input_size // (x.shape[2] * x.shape[3]))
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            if per_pass and per_pass < len(x):
-                maps = torch.cat([model.forward_features(part) for part in x.split(per_pass)])
+            if per_pass and per_pass < len(x):  # near-equal passes: a lone last image costs ~2x per image
+                parts = x.tensor_split(-(-len(x) // per_pass))
+                maps = torch.cat([model.forward_features(part) for part in parts])
             else:
                 maps = model.forward_features(x)
         maps = maps.float()
