@@ -249,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dgl_layers = ("last", args.dgl_layer) if dgl_rows.size else ()
             dgl_boxers = {layer: CamBoxer(classifier.weight, CamOptions(method="dgl", layer=layer))
                           for layer in dgl_layers}
-            map_source = MapSource.of(features, args.root if args.root.is_dir() else None, device="cpu")
+            # A file extracted here records its own image root; --root only helps a given --features file.
+            given_root = args.root if args.features is not None and args.root.is_dir() else None
+            map_source = MapSource.of(features, given_root, device="cpu")
             load_seconds = 0.0
             if dgl_rows.size:
                 gradient_cams(features, dgl_boxers["last"], map_source, dgl_rows[:2], method_classes)  # warm-up

@@ -47,7 +47,7 @@ def place(
     width, height = int(size[0]), int(size[1])
     x0, y0, x1, y1 = (float(v) for v in frame)
     lead = cams.shape[:-2]
-    flat = torch.from_numpy(np.ascontiguousarray(cams, dtype=np.float32)).reshape(-1, 1, *cams.shape[-2:])
+    flat = torch.from_numpy(np.array(cams, dtype=np.float32)).reshape(-1, 1, *cams.shape[-2:])  # a writable copy
     u = (torch.arange(width, dtype=torch.float32) + 0.5 - x0) / max(x1 - x0, 1e-6) * 2 - 1
     v = (torch.arange(height, dtype=torch.float32) + 0.5 - y0) / max(y1 - y0, 1e-6) * 2 - 1
     grid = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1], dim=-1)  # (H, W, 2) as (x, y)
