@@ -215,3 +215,28 @@ def test_dgl_on_a_crop_file_reruns_the_crop_view(fake_cub: Callable[..., Path], 
         rerun = CamBoxer(weight, CamOptions(method="dgl")).row_cams(source, rows, None, classes)
     h, w = stored.shape[-2:]
     assert np.allclose(rerun * h * w, stored, rtol=1e-2, atol=1e-2 * float(np.abs(stored).max()))
+
+
+def test_method_strips_of_a_crop_file_keep_boxes_inside_the_centre_square(
+    fake_cub: Callable[..., Path], tmp_path: Path
+) -> None:
+    """crop maps cover the centre square only: no predicted (red) box may reach the image's left or right border."""
+    from PIL import Image
+
+    from featkit.viz.overlay import STRIP_GAP
+
+    root = fake_cub(n_classes=2, per_class=1)  # 120 x 91 and 120 x 95 px images: centre squares ~80 px wide
+    path = tmp_path / "crop.h5"
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--resize", "crop", "-o", str(path),
+                 *TINY]) == 0
+    assert main(["cam", str(path), "head", "--split", "train", "--class", "top1", "--method", "cam,objectness",
+                 "-o", str(tmp_path / "strips")]) == 0
+    pictures = sorted((tmp_path / "strips").glob("*.png"))
+    assert len(pictures) == 2
+    for picture in pictures:
+        pixels = np.asarray(Image.open(picture).convert("RGB")).astype(int)
+        red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+        for panel in (1, 2):  # the input, then one panel per method
+            x0 = panel * (120 + STRIP_GAP)
+            columns = np.flatnonzero(red[:, x0 : x0 + 120].any(axis=0))
+            assert columns.size and columns.min() >= 15 and columns.max() <= 104, (picture.name, columns)

@@ -135,13 +135,17 @@ def render_cams(
     entries: list[GalleryEntry] = []
     if len(methods) > 1:
         boxers = [boxer_of(name) for name in methods]
+        if progress:
+            progress(0, idx.size)
         for chunk, conv in source.batches(idx, batch):
             pos = np.array([position[int(r)] for r in chunk])
             per_method = [b.row_cams(source, chunk, conv, columns[pos][:, :1])[:, 0] for b in boxers]
+            frames = source.frames(chunk)
             with single_threaded_torch():
                 for j, row in enumerate(chunk):
                     image = _open(files[int(pos[j])])
-                    ups = [b.upsample(cams[j], image.size) for b, cams in zip(boxers, per_method)]
+                    frame = None if frames is None else frames[j]
+                    ups = [b.upsample(cams[j], image.size, frame) for b, cams in zip(boxers, per_method)]
                     truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                     cls = names[int(columns[pos[j], 0])]
                     picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
@@ -150,6 +154,8 @@ def render_cams(
                     target = out / f"{_file_stem(int(row), paths[row])}.png"
                     picture.save(target)
                     entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
+            if progress:
+                progress(len(entries), idx.size)
         return write_gallery(out / "index.html", entries,
                              f"Methods {', '.join(methods)} on {features.path.name}, weights {classifier.source}")
 
