@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "CamOptions": "featkit.cam",
     "CamBoxer": "featkit.cam",
     "class_activation_maps": "featkit.cam",
+    "calibrate": "featkit.cam",
     "localize": "featkit.cam",
     "render_cams": "featkit.viz",
 }
@@ -68,12 +69,13 @@ __all__ = [
     "CamOptions",
     "CamBoxer",
     "class_activation_maps",
+    "calibrate",
     "localize",
     "render_cams",
 ]
 
 if TYPE_CHECKING:
-    from featkit.cam import CamBoxer, CamOptions, class_activation_maps, localize
+    from featkit.cam import CamBoxer, CamOptions, calibrate, class_activation_maps, localize
     from featkit.data import open_dataset
     from featkit.features import ExtractOptions, FeatureFile, MapSource, extract
     from featkit.linear import (
