@@ -25,6 +25,10 @@ def test_demo_writes_top5_cams_boxes_and_an_index(tmp_path: Path, capsys: pytest
         w, h = p["size"]
         x0, y0, x1, y1 = p["box"]
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        # The default geometry (crop) sees the central square only: no box reaches outside it.
+        side = 0.875 * min(w, h)
+        assert (w - side) / 2 - 1 <= x0 and x1 <= (w + side) / 2 + 1, (name, p["box"])
+        assert (h - side) / 2 - 1 <= y0 and y1 <= (h + side) / 2 + 1, (name, p["box"])
         strip = Image.open(out / f"{Path(name).stem}_cam.png")
         assert strip.width > 5 * w  # the photo plus five overlays side by side
     # the espresso CAM box frames the cup, not the whole table

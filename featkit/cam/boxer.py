@@ -168,7 +168,8 @@ class CamBoxer:
         frames: np.ndarray | None = None,
     ) -> np.ndarray:
         """Boxes (n, 4) of one class per image: ``classes`` (n,), ``sizes`` (n, 2) original (width, height),
-        ``frames`` (n, 4) what the maps cover (None: the whole image)."""
+        ``frames`` (n, 4) what the maps cover (None: the whole image; ``crop`` files need theirs:
+        :meth:`~featkit.features.mapsource.MapSource.frames`)."""
         return self.boxes_of(self.cams(maps, np.asarray(classes))[:, 0], sizes, frames)
 
     def boxes_of(

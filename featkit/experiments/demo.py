@@ -18,6 +18,7 @@ from featkit.cam.boxer import CamBoxer
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
 from featkit.features.extractor import ExtractJob, ExtractOptions, Progress
+from featkit.features.mapsource import map_frames
 from featkit.features.pipeline import run_job
 from featkit.features.store import FeatureFile
 from featkit.models import DEFAULT_BACKBONE
@@ -69,6 +70,7 @@ def run_demo(
         maps = torch.from_numpy(features.maps(np.arange(len(features))))
         gap = torch.tensor(features.gap[:])
         sizes = features.sizes
+        frames = map_frames(features, np.arange(len(features)))  # crop maps cover the centre square only
     scores = gap @ torch.from_numpy(head.weight).T + torch.from_numpy(head.bias)
     probs = scores.softmax(dim=1)
     k = min(top, probs.shape[1])
@@ -78,7 +80,7 @@ def run_demo(
     entries, predictions = [], []
     for i, name in enumerate(names):
         size = (int(sizes[i][0]), int(sizes[i][1]))
-        up = boxer.upsample(cams[i], size)  # (k, H, W)
+        up = boxer.upsample(cams[i], size, None if frames is None else frames[i])  # (k, H, W)
         full_np = boxer.display(up)
         box = boxer.box(up[0])
         labels = [head.classes[int(c)] for c in top_c[i]]
