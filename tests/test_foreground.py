@@ -116,3 +116,16 @@ def test_cli_fits_the_foreground_on_train_for_localize_cam_and_crops(
     assert main(["crops", str(root), str(features), str(svm), "--method", "foreground", "-o", str(crops)]) == 0
     with FeatureFile(crops) as made:
         assert made.attrs["crop_map_method"] == "foreground" and len(made) == 12
+
+
+def test_cells_are_sampled_per_image_beyond_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded on full datasets: past MAX_CELLS every image gives an equal seeded share of its cells."""
+    import featkit.cam.foreground as foreground
+
+    path, _ = boxed_store(tmp_path)
+    monkeypatch.setattr(foreground, "MAX_CELLS", 16 * 10)
+    with FeatureFile(path) as features:
+        model = fit_foreground(features, np.arange(16))
+        again = fit_foreground(features, np.arange(16))
+    assert model.n_cells == 16 * 10 and np.array_equal(model.weight, again.weight)
+    assert int(np.argmax(model.weight[0])) == 0  # still finds the unit that marks the boxes

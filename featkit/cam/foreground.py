@@ -35,8 +35,8 @@ FOREGROUND_C = 1.0
 """SVM cost on cells scaled to unit mean norm; fixed a priori, not tuned."""
 
 MAX_CELLS = 200_000
-"""Cells kept for training (a seeded random sample beyond it): 200k x 1280 float64 is 2 GB of LIBLINEAR nodes
-at most (ReLU cells are sparse, so less)."""
+"""Cells kept for training, about: beyond it each image gives a seeded sample of its cells (200k x 1280 float64
+is 2 GB of LIBLINEAR nodes at most; ReLU cells are sparse, so less)."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,15 @@ def inside_cells(shape: tuple[int, int], frame: Sequence[float], boxes: np.ndarr
 
 
 def _cells(
-    features: FeatureFile, source: MapSource, rows: np.ndarray, batch: int
+    features: FeatureFile, source: MapSource, rows: np.ndarray, batch: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cells (M, K) float32, their labels (M,) bool and their image's position in ``rows`` (M,)."""
+    """Cells (M, K) float32, their labels (M,) bool and their image's position in ``rows`` (M,).
+
+    At most ``ceil(MAX_CELLS / len(rows))`` cells per image (a seeded sample), so memory stays bounded
+    on full datasets while every image contributes.
+    """
+    per_image = -(-MAX_CELLS // max(1, len(rows)))
+    rng = np.random.default_rng(seed)
     boxes, sizes = features.boxes_of(), features.sizes
     cells: list[np.ndarray] = []
     labels: list[np.ndarray] = []
@@ -90,9 +96,13 @@ def _cells(
             grid = trim_padding(np.asarray(maps[j], dtype=np.float32))  # (K, h, w) of this image
             width, height = float(sizes[row][0]), float(sizes[row][1])
             frame = (0.0, 0.0, width, height) if frames is None else frames[j]
-            inside = inside_cells(grid.shape[1:], frame, np.asarray(boxes[int(row)]))
-            cells.append(grid.reshape(grid.shape[0], -1).T)
-            labels.append(inside.reshape(-1))
+            inside = inside_cells(grid.shape[1:], frame, np.asarray(boxes[int(row)])).reshape(-1)
+            flat = grid.reshape(grid.shape[0], -1).T
+            if inside.size > per_image:
+                keep = np.sort(rng.choice(inside.size, per_image, replace=False))
+                flat, inside = flat[keep], inside[keep]
+            cells.append(flat)
+            labels.append(inside)
             owner.append(np.full(inside.size, position[int(row)], dtype=np.int64))
     return np.concatenate(cells), np.concatenate(labels), np.concatenate(owner)
 
@@ -123,10 +133,7 @@ def fit_foreground(
         raise FeatkitError(f"none of the {idx.size} training images of {features.path} has a ground-truth box to "
                            "learn the foreground from; use a method that needs no boxes (objectness, cam-positive)")
     idx = idx[keep]
-    cells, inside, owner = _cells(features, source or MapSource.of(features), idx, batch)
-    if cells.shape[0] > MAX_CELLS:
-        pick = np.sort(np.random.default_rng(seed).choice(cells.shape[0], MAX_CELLS, replace=False))
-        cells, inside, owner = cells[pick], inside[pick], owner[pick]
+    cells, inside, owner = _cells(features, source or MapSource.of(features), idx, batch, seed)
     scale = float(np.linalg.norm(cells, axis=1).mean()) or 1.0
     scaled = cells / scale
     problems = [(np.arange(len(inside)), inside)]
