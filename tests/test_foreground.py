@@ -116,6 +116,16 @@ def test_cli_fits_the_foreground_on_train_for_localize_cam_and_crops(
     assert main(["crops", str(root), str(features), str(svm), "--method", "foreground", "-o", str(crops)]) == 0
     with FeatureFile(crops) as made:
         assert made.attrs["crop_map_method"] == "foreground" and len(made) == 12
+    # A learned method in a list calibrates itself on train without turning the paper's cam into a calibrated one.
+    from featkit.cli.main import _calibrations, build_parser
+    from featkit.linear import classifier_for
+
+    args = build_parser().parse_args(["cam", str(features), str(svm), "-o", str(tmp_path / "x"),
+                                      "--method", "foreground,cam"])
+    args.fold, args.method = 0, "foreground"  # as _cmd_cam sets them
+    with FeatureFile(features) as opened:
+        chosen = _calibrations(opened, classifier_for(opened, svm), args, ["foreground", "cam"])
+    assert list(chosen) == ["foreground"] and args.calibrate == "auto"
 
 
 def test_cells_are_sampled_per_image_beyond_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -241,34 +241,36 @@ def _cam_options(args: argparse.Namespace) -> CamOptions:
                       scales=args.scales, enhance=args.enhance)
 
 
-def _calibration_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray | None:
-    """Training rows to choose the threshold on, or None for the a-priori threshold.
+def _calibration_rows(features: FeatureFile, args: argparse.Namespace, method: str) -> np.ndarray | None:
+    """Training rows to choose ``method``'s threshold on, or None for the a-priori threshold.
 
     ``auto``: the paper's CAM keeps its a-priori 20 % (the reproduction stays
     untouched), a threshold given by hand is kept, every other method is
-    calibrated on the train split when that split has boxes.
+    calibrated on the train split when that split has boxes; the learned
+    methods always are.
     """
     from featkit.cam.methods import LEARNED_METHODS
     from featkit.linear import split_rows
 
-    if args.method in LEARNED_METHODS:
-        if args.calibrate == "none" or args.threshold is not None:
-            raise FeatkitError(f"method {args.method!r} learns where objects are from the train split's boxes and "
+    mode = args.calibrate
+    if method in LEARNED_METHODS:
+        if mode == "none" or args.threshold is not None:
+            raise FeatkitError(f"method {method!r} learns where objects are from the train split's boxes and "
                                "chooses its threshold there (by cross-fitting); use calibrate='train' and leave the "
                                "threshold unset")
-        args.calibrate = "train"
-    if args.calibrate == "none" or (args.calibrate == "auto" and (args.method == "cam" or args.threshold is not None)):
+        mode = "train"
+    if mode == "none" or (mode == "auto" and (method == "cam" or args.threshold is not None)):
         return None
-    if args.calibrate == "train" and args.threshold is not None:
+    if mode == "train" and args.threshold is not None:
         raise FeatkitError("give either threshold=... or calibrate='train', not both")
     if not any(s for s in features.splits[:, 0]) or "train" not in set(features.splits[:, args.fold]):
-        if args.calibrate == "train":
+        if mode == "train":
             raise FeatkitError(f"{features.path} has no train split to calibrate on; pass threshold=... instead")
         return None
     rows = split_rows(features, "train", args.fold)
     boxes = features.boxes_of()
     if not any(len(boxes[int(r)]) for r in rows):
-        if args.calibrate == "train":
+        if mode == "train":
             raise FeatkitError(f"no train image of {features.path} has a box to calibrate on; pass threshold=...")
         return None
     return rows
@@ -285,12 +287,10 @@ def _calibrations(
     out: dict[str, Calibration] = {}
     base = _cam_options(args)
     for name in methods:
-        args.method = name
-        rows = _calibration_rows(features, args)
+        rows = _calibration_rows(features, args, name)
         if rows is not None:
             out[name] = calibrate(features, classifier, rows, replace(base, method=name), root=args.root,
                                   device=args.device)
-    args.method = methods[0]
     return out
 
 
