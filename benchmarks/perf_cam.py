@@ -135,7 +135,7 @@ def method_boxers(features: FeatureFile, classifier: LinearClassifier, names: Se
             skipped = f"learned methods left out: {exc}"
             break
         fit_seconds[name] = time.perf_counter() - t0
-        boxers[name] = CamBoxer(classifier.weight, calibration.options, calibration.foreground)
+        boxers[name] = calibration.boxer(classifier.weight)
         print(f"{name}: fitted and calibrated on {calibration.n_images} train images in {fit_seconds[name]:.1f} s "
               f"(threshold {calibration.options.threshold:.2f})", flush=True)
     return {n: boxers[n] for n in names if n in boxers}, fit_seconds, skipped

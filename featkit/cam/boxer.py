@@ -75,6 +75,10 @@ class CamBoxer:
     def __post_init__(self) -> None:
         if np.ndim(self.weight) != 2:
             raise FeatkitError(f"class weights must be (C, K), got shape {np.shape(self.weight)}")
+        if self.learned and self.foreground is None:
+            raise FeatkitError(f"method {self.options.method!r} learns where objects are from the training boxes; "
+                               "pass calibration=calibrate(features, classifier, train_rows, options), whose "
+                               "boxer(weight) carries the fitted model")
 
     @classmethod
     def for_units(cls, channels: int, options: CamOptions = CamOptions()) -> CamBoxer:

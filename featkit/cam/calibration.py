@@ -47,6 +47,10 @@ class Calibration:
     foreground: ForegroundModel | None = None
     """The learned method's model, fitted on all ``n_images`` (its threshold was chosen by 2-fold cross-fitting)."""
 
+    def boxer(self, weight: np.ndarray) -> CamBoxer:
+        """The CamBoxer of class weights ``weight`` under the chosen setting (and the learned method's model)."""
+        return CamBoxer(weight, self.options, self.foreground)
+
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "n_images": self.n_images, "threshold": self.options.threshold,
                 "method": self.options.method, "accuracy": self.accuracy, "scored": self.scored,
@@ -108,24 +112,27 @@ def calibrate(
     agnostic = class_agnostic(features, classifier, idx)
     scored = top_classes(scores, 1)[:, 0] if agnostic else classifier.class_mapping(features)[labels]
     source = MapSource.of(features, root, device=device)
+    relative = relative_to(options)
     foreground = None
     if options.method in LEARNED_METHODS:
+        per_class = LEARNED_METHODS[options.method][0]
+
+        def fit(part: np.ndarray) -> ForegroundModel:
+            """The learned method's model on the calibration images at positions ``part``."""
+            return fit_foreground(features, idx[part], classes=scored[part] if per_class else None,
+                                  n_classes=classifier.weight.shape[0], source=source, batch=batch)
+
         # The map is learned from these images' boxes: each half is scored by a model fitted on the other
         # half (2-fold cross-fitting), so the threshold is chosen on maps of images the model did not see.
-        per_class = LEARNED_METHODS[options.method][0]
         hits = np.zeros((idx.size, levels.size), dtype=bool)
         for held in _halves(scored):
-            fit = np.setdiff1d(np.arange(idx.size), held)
-            model = fit_foreground(features, idx[fit], classes=scored[fit] if per_class else None,
-                                   n_classes=classifier.weight.shape[0], source=source, batch=batch)
-            boxer = CamBoxer(classifier.weight, options, model)
-            hits[held] = _hits(features, boxer, source, idx[held], scored[held], levels, relative_to(options),
-                               iou_threshold, batch)
-        foreground = fit_foreground(features, idx, classes=scored if per_class else None,
-                                    n_classes=classifier.weight.shape[0], source=source, batch=batch)
+            boxer = CamBoxer(classifier.weight, options, fit(np.setdiff1d(np.arange(idx.size), held)))
+            hits[held] = _hits(features, boxer, source, idx[held], scored[held], levels, relative, iou_threshold,
+                               batch)
+        foreground = fit(np.arange(idx.size))
     else:
-        hits = _hits(features, CamBoxer(classifier.weight, options), source, idx, scored, levels,
-                     relative_to(options), iou_threshold, batch)
+        hits = _hits(features, CamBoxer(classifier.weight, options), source, idx, scored, levels, relative,
+                     iou_threshold, batch)
     curve = hits.mean(axis=0)
     best = int(np.argmax(curve))
     return Calibration(

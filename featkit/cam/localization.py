@@ -405,10 +405,7 @@ def localize(
     skipped = int((~has_box).sum())
     idx, labels = idx[has_box], labels[has_box]
     source = MapSource.of(features, root, device=device)
-    boxer = CamBoxer(classifier.weight, cam_options, None if calibration is None else calibration.foreground)
-    if boxer.learned and boxer.foreground is None:
-        raise FeatkitError(f"method {cam_options.method!r} learns where objects are from the training boxes; "
-                           "pass calibration=calibrate(features, classifier, train_rows, options)")
+    boxer = CamBoxer(classifier.weight, cam_options) if calibration is None else calibration.boxer(classifier.weight)
 
     scores_all = classifier.decision_function(features.gap[idx])
     top_all = top_classes(scores_all)

@@ -118,13 +118,10 @@ def render_cams(
 
     def boxer_of(name: str) -> CamBoxer:
         if name in chosen:
-            return CamBoxer(classifier.weight, chosen[name].options, chosen[name].foreground)
+            return chosen[name].boxer(classifier.weight)
         return CamBoxer(classifier.weight, replace(cam_options, method=name))
 
     boxer = boxer_of(cam_options.method)
-    if boxer.learned and boxer.foreground is None:
-        raise FeatkitError(f"method {cam_options.method!r} learns from the training boxes; "
-                           "pass calibrations={method: calibrate(...)} fitted on the train split")
     scores = classifier.decision_function(features.gap[idx])
     top = top_classes(scores, TOP_K)
     columns = _class_columns(which, features, classifier, idx, top)
