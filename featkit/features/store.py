@@ -511,6 +511,11 @@ class FeatureFile:
     def complete(self) -> bool:
         return bool(self.attrs["complete"])
 
+    @property
+    def geometry(self) -> tuple[str, str]:
+        """(resize, tta) the images were fed with; files from before the geometry was recorded were warped."""
+        return str(self.attrs.get("resize", "warp")), str(self.attrs.get("tta", "none"))
+
     def __len__(self) -> int:
         return int(self.attrs["n_images"])
 
@@ -637,7 +642,7 @@ class FeatureFile:
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
         maps = torch.from_numpy(raw).float().numpy()
         bad = ~np.isfinite(maps)
-        if bad.any() and self.attrs.get("resize") == "short-side":
+        if bad.any() and self.geometry[0] == "short-side":
             # Variable-shape maps (resize='short-side') are NaN-padded: a cell that is NaN in every channel
             # is padding. Anything else non-finite is damage: refuse rather than draw or score garbage.
             bad &= ~np.isnan(maps).all(axis=1, keepdims=True)
