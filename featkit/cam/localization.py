@@ -441,7 +441,10 @@ def localize(
                          "top5_classes": [classifier.classes[int(c)] for c in top_all[i]]}
                 per_image.append({**names, **record})
                 if wsol is not None:
-                    wsol.accumulate(cams[j][0], gts, size)  # the raw map: the protocol resizes it itself
+                    # The map over the whole image (a crop map placed on its centre square, padding trimmed):
+                    # the protocol resizes it to its frame itself.
+                    wsol.accumulate(boxer.in_frame(cams[j][0], size, None if frames is None else frames[j]),
+                                    gts, size)
                 elif sweep:
                     sweep_cams.append(scored_cam)
                     sweep_gts.append(gts)
