@@ -55,7 +55,7 @@ from featkit.cam.boxes import (
     max_box_acc,
     multi_threshold_boxes,
 )
-from featkit.cam.calibration import Calibration, class_agnostic
+from featkit.cam.calibration import Calibration, class_agnostic, refuse_calibration_rows
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
 from featkit.errors import FeatkitError
@@ -150,13 +150,17 @@ class LocalizationReport:
                          "its scores on that split are not held-out estimates.")
         if "calibration" in s:
             c = s["calibration"]
+            repeats = (f" ({c['scored_repeats']} scored images repeat the content of calibration images under "
+                       "other paths: the dataset lists them twice)") if c.get("scored_repeats") else ""
             lines.append(f"Threshold {c['threshold']:g} chosen on {c['n_images']} {c['split']} images only "
-                         f"({c['scored']} class maps; accuracy there {pct(c['accuracy'])} %); the scored images "
-                         "played no part in the choice.")
+                         f"({c['scored']} class maps; accuracy there {pct(c['accuracy'])} %); none of them is a "
+                         f"scored image, by row or by content{repeats}.")
             if "learned" in c:
                 lines.append(f"The map is a {c['learned']} ({c['learned_cells']} cells of those {c['split']} "
                              f"images; threshold by {c['threshold_by']}): it uses the {c['split']} split's boxes, "
                              "never the scored images' boxes.")
+        if s.get("maps_cover"):
+            lines.append(f"The maps cover {s['maps_cover']}.")
         if s.get("n_skipped_no_box"):
             lines.append(f"Skipped {s['n_skipped_no_box']} images without a ground-truth box.")
         if self.per_class:
@@ -387,6 +391,8 @@ def localize(
     require_usable(features)
     idx = features.check_rows(rows)
     refuse_training_rows(classifier, features, idx, "images to localize")
+    calibration_overlap = None if calibration is None else \
+        refuse_calibration_rows(calibration, features, idx, "images to localize")
     labels = features.labels[idx]
     agnostic = class_agnostic(features, classifier, idx)
     mapping = None if agnostic else classifier.class_mapping(features)
@@ -406,6 +412,7 @@ def localize(
     idx, labels = idx[has_box], labels[has_box]
     source = MapSource.of(features, root, device=device)
     boxer = CamBoxer(classifier.weight, cam_options) if calibration is None else calibration.boxer(classifier.weight)
+    frames_cover = "whole image" if source.frames(idx[:1]) is None else "centre square"
 
     scores_all = classifier.decision_function(features.gap[idx])
     top_all = top_classes(scores_all)
@@ -483,7 +490,10 @@ def localize(
                                 else "a priori"),
     }
     if calibration is not None:
-        summary["calibration"] = calibration.to_dict()
+        repeats = 0 if calibration_overlap is None else int(calibration_overlap.repeats.size)
+        summary["calibration"] = {**calibration.to_dict(), "scored_repeats": repeats}
+    if frames_cover == "centre square":
+        summary["maps_cover"] = "the centre square of each image (resize='crop'): boxes cannot leave it"
     if multi_threshold:
         first_hits = np.array([r["multi_hit1"] for r in per_image])
         second_hits = np.array([r["multi_hit2"] for r in per_image])

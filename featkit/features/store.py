@@ -528,6 +528,15 @@ class FeatureFile:
         return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
 
     @cached_property
+    def fingerprints(self) -> np.ndarray:
+        """(N,) object array of each image's content fingerprint (file size + head hash), '' where none was
+        recorded (files from before fingerprints, rows not extracted): what says two rows are the same image
+        whatever their paths."""
+        if "images/fingerprint" not in self.h5:
+            return self._read_only(np.full(len(self), "", dtype=object))
+        return self._read_only(self.h5["images/fingerprint"].asstr()[:].astype(object))
+
+    @cached_property
     def labels(self) -> np.ndarray:
         return self._read_only(self.h5["images/label"][:])
 
