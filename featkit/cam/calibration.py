@@ -76,7 +76,7 @@ def refuse_calibration_rows(calibration: Calibration, features: FeatureFile, row
     its learned map on): the same row of the same image list, or the same content in any file."""
     if calibration.images is None:
         return None
-    fitted = " and fitted its map on" if calibration.foreground is not None else ""
+    fitted = " and its map fitted" if calibration.foreground is not None else ""
     who = f"{calibration.split} images the threshold was chosen{fitted} on"
     fix = (f"calibrate on another split than the scored one (calibrate='test' to score train; now "
            f"calibrate={calibration.split!r}) or score another split")
