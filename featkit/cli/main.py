@@ -218,6 +218,12 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         full = evaluate(classifier, features, "test", args.fold)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method) \
             if args.boxes == "cam" else None
+        if calibration is not None:  # the crops of the test split are scored: none may have chosen the threshold
+            from featkit.cam.calibration import refuse_calibration_rows
+            from featkit.linear import split_rows
+
+            refuse_calibration_rows(calibration, features, split_rows(features, "test", args.fold),
+                                    f"test images of fold {args.fold} the crops are scored on")
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
         try:
             path = extract_crops(args.root, features, classifier, args.output, args.boxes, options,

@@ -17,7 +17,8 @@ Layout (schema 1):
   in original pixels (``images/box`` keeps the ground truth), and root attrs
   ``crop`` (one-line summary), ``crop_method`` (``cam`` or ``gt``) and, for CAM
   boxes, ``crop_svm`` (path), ``crop_svm_sha256``, ``crop_svm_fold``,
-  ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``.
+  ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``, ``crop_upsample``, ``crop_close``,
+  ``crop_scales``, ``crop_layer``, ``crop_enhance``, ``crop_threshold_chosen_on``.
 - ``images/fingerprint`` (N) file size and hash of the first 64 KiB of each image
   (:func:`check_images`).
 - ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
