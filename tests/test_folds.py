@@ -168,6 +168,10 @@ def test_cam_defaults_to_the_svms_fold(fold1_svm: tuple[Path, Path], tmp_path: P
         first_test = [Path(f.paths[i]).stem for i in np.flatnonzero(f.splits[:, 1] == "test")[:2]]
     drawn = sorted(p.name for p in (tmp_path / "cams").glob("*.png"))
     assert all(any(stem in name for name in drawn) for stem in first_test), (first_test, drawn)
+    assert "note:" not in capsys.readouterr().out
+    # Pictures of training images are drawn (they are not scores), with a note that they are not held out.
+    assert main(["cam", str(features), str(svm), "-o", str(tmp_path / "train"), "--split", "train", "--limit", "2"]) == 0
+    assert "note: 2 of the 2 images drawn are training images of" in capsys.readouterr().out
 
 
 def test_protocol_runs_every_fold_with_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -345,6 +345,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
         args.method = methods[0]
         calibrations = _calibrations(features, classifier, args, methods)
+        _note_fitted_images(features, classifier, rows, calibrations)
         update, close = _progress_bar("cam")
         try:
             index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
@@ -354,6 +355,22 @@ def _cmd_cam(args: argparse.Namespace) -> int:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
     return 0
+
+
+def _note_fitted_images(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray,
+                        calibrations: dict[str, Calibration]) -> None:
+    """Pictures are not scores, so ``cam`` draws any image; it says which were fitted on (not held out)."""
+    from featkit.features.overlap import overlap
+    from featkit.linear.protocol import training_overlap
+
+    trained = training_overlap(classifier, features, rows)
+    if trained is not None and trained.refused.size:
+        print(f"note: {trained.refused.size} of the {len(rows)} images drawn are training images of "
+              f"{classifier.source}: their CAMs and boxes are not held out")
+    for name, calibration in calibrations.items():
+        if calibration.images is not None and (seen := overlap(calibration.images, features, rows).refused).size:
+            print(f"note: {seen.size} of the {len(rows)} images drawn are the {calibration.split} images method "
+                  f"{name!r} chose its threshold on: their boxes are not held out")
 
 
 def _cmd_localize(args: argparse.Namespace) -> int:

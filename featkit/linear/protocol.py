@@ -26,7 +26,7 @@ import numpy as np
 
 from featkit.errors import FeatkitError
 from featkit.features.integrity import require_usable
-from featkit.features.overlap import FittedImages, refuse_fitted
+from featkit.features.overlap import FittedImages, Overlap, overlap, refuse_fitted
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
@@ -155,6 +155,13 @@ def training_images(classifier: LinearClassifier) -> FittedImages | None:
     prints = a.get("trained_fingerprints")
     return FittedImages(None if rows is None else np.asarray(rows, dtype=np.int64), a.get("trained_images_sha256"),
                         tuple(str(p) for p in (() if prints is None else prints) if p))
+
+
+def training_overlap(classifier: LinearClassifier, features: FeatureFile,
+                     rows: Sequence[int] | np.ndarray) -> Overlap | None:
+    """Which of ``rows`` are ``classifier``'s training images (by row or content); None for a head."""
+    fitted = training_images(classifier)
+    return None if fitted is None else overlap(fitted, features, rows, training_rows(classifier, features))
 
 
 def refuse_training_rows(classifier: LinearClassifier, features: FeatureFile, rows: Sequence[int] | np.ndarray,
