@@ -23,10 +23,16 @@ The sweep runs under one of two protocols (``protocol=``):
 * ``"featkit"`` (default): the CAM upsampled bilinearly to the ORIGINAL image,
   normalised in float, thresholds with ``>=``, 8-connected components,
   continuous-corner IoU (:func:`~featkit.cam.boxes.max_box_acc`);
-* ``"wsol"``: clovaai/wsolevaluation's evaluator step by step (raw CAM resized
-  bicubically to 224 x 224, min-max, 8-bit, strict ``>``, OpenCV contours with
-  holes, ``+1`` IoU in the 224 frame; :mod:`featkit.cam.wsol`), whose numbers
-  sit next to published WSOL tables.
+* ``"wsol"``: clovaai/wsolevaluation's evaluator step by step (the CAM of the
+  whole image resized bicubically to 224 x 224, min-max, 8-bit, strict ``>``,
+  OpenCV contours with holes, ``+1`` IoU in the 224 frame;
+  :mod:`featkit.cam.wsol`), whose numbers sit next to published WSOL tables.
+
+Both sweeps see a CAM where the network looked: a ``crop`` file's map placed
+on its centre square, a ``short-side`` map without its padding
+(:meth:`~featkit.cam.boxer.CamBoxer.in_frame`). Rows the classifier was
+trained on, and rows a ``calibration`` chose its threshold (or fitted its
+learned map) on, are refused, by row and by content fingerprint.
 
 Conv maps come from a :class:`~featkit.features.mapsource.MapSource` (stored,
 or the backbone run again on the images); every box comes from the one
@@ -368,8 +374,8 @@ def localize(
     only; the paper's GT-known/top-1/top-5 numbers are the same under both.
 
     ``calibration`` (from :func:`~featkit.cam.calibration.calibrate` on
-    training rows) replaces ``cam_options`` by the setting it chose and is
-    recorded in the summary. The sweep is an oracle: its best threshold is
+    rows of another split) replaces ``cam_options`` by the setting it chose and is
+    recorded in the summary; scoring any of its own images is refused. The sweep is an oracle: its best threshold is
     picked on the scored images themselves.
     """
     if calibration is not None:
@@ -493,7 +499,7 @@ def localize(
         repeats = 0 if calibration_overlap is None else int(calibration_overlap.repeats.size)
         summary["calibration"] = {**calibration.to_dict(), "scored_repeats": repeats}
     if frames_cover == "centre square":
-        summary["maps_cover"] = "the centre square of each image (resize='crop'): boxes cannot leave it"
+        summary["maps_cover"] = "the centre square of each image (a crop file): its boxes cannot leave it"
     if multi_threshold:
         first_hits = np.array([r["multi_hit1"] for r in per_image])
         second_hits = np.array([r["multi_hit2"] for r in per_image])
