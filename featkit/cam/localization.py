@@ -374,9 +374,10 @@ def localize(
     only; the paper's GT-known/top-1/top-5 numbers are the same under both.
 
     ``calibration`` (from :func:`~featkit.cam.calibration.calibrate` on
-    rows of another split) replaces ``cam_options`` by the setting it chose and is
-    recorded in the summary; scoring any of its own images is refused. The sweep is an oracle: its best threshold is
-    picked on the scored images themselves.
+    rows of another split) replaces ``cam_options`` by the setting it chose
+    and is recorded in the summary; scoring any of its own images is refused.
+    The sweep is an oracle: its best threshold is picked on the scored images
+    themselves.
     """
     if calibration is not None:
         cam_options = calibration.options
