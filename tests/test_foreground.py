@@ -160,6 +160,7 @@ def test_calibration_never_scores_its_own_images(tmp_path: Path, fake_cub: Calla
                  "--calibrate", "test", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "chosen on 6 test images only" in text and "none of them is a scored image, by row or by content" in text
+    assert "foreground SVM on map cells of the test split's boxes, one per class" in text
     summary = json.loads((out / "localization.json").read_text())["summary"]
     assert summary["calibration"]["split"] == "test" and summary["threshold_chosen_on"] == "test (6 images)"
     assert main(["localize", str(features), str(svm), "--method", "objectness", "--calibrate", "val"]) == 2

@@ -64,7 +64,7 @@ class Calibration:
                 "method": self.options.method, "accuracy": self.accuracy, "scored": self.scored,
                 "grid": list(self.grid), "curve": list(self.curve),
                 **({} if self.foreground is None else {
-                    "learned": "foreground SVM on map cells of the training boxes"
+                    "learned": f"foreground SVM on map cells of the {self.split} split's boxes"
                                + (", one per class" if self.foreground.per_class else ", class-agnostic"),
                     "learned_cells": self.foreground.n_cells,
                     "threshold_by": "2-fold cross-fitting on the calibration images"})}
