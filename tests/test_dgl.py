@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featkit.cam.dgl import LAST, gradient_maps
+from featkit.cam.dgl import LAST, gradient_maps, layer_names
 from featkit.cam.maps import class_activation_maps
 from featkit.errors import FeatkitError
 from featkit.models import load_backbone
@@ -44,6 +44,12 @@ def test_two_layers_of_lite0_fused_on_the_finer_grid(lite0: torch.nn.Module) -> 
     assert np.isfinite(fused).all() and 0.0 <= fused.min() and fused.max() <= 1.0 and fused.max() > 0
     with pytest.raises(FeatkitError, match="the backbone has no layer 'net.nope'; use one of last"):
         gradient_maps(lite0, images, weight, np.array([1, 2]), ("net.nope",))
+    # The classifier head sits in the wrapped network but never on the way to the maps: not a layer (was a KeyError).
+    assert "net._fc" not in layer_names(lite0) and "net._conv_head" in layer_names(lite0)
+    with pytest.raises(FeatkitError, match="the backbone has no layer 'net._fc'"):
+        gradient_maps(lite0, images, weight, np.array([1, 2]), ("net._fc",))
+    with pytest.raises(FeatkitError, match="layer 'net._blocks' does not run on the way to the CAM maps"):
+        gradient_maps(lite0, images, weight, np.array([1, 2]), ("net._blocks",))
 
 
 def test_a_torchvision_backbone_on_an_inner_layer() -> None:

@@ -38,6 +38,22 @@ def tiny_cub(fake_cub: Callable[..., Path], tmp_path: Path) -> tuple[Path, Path,
     return root, features, svm
 
 
+def test_crops_refuse_a_threshold_chosen_on_the_scored_test_images(tiny_cub: tuple[Path, Path, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root, features, svm = tiny_cub
+    out = tmp_path / "crops.h5"
+    capsys.readouterr()
+    assert main(["crops", str(root), str(features), str(svm), "-o", str(out), "--method", "objectness",
+                 "--calibrate", "test", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "6 of the 6 test images of fold 0 the crops are scored on are test images the threshold was chosen on" in err
+    assert not out.exists()
+    assert main(["crops", str(root), str(features), str(svm), "-o", str(out), "--method", "objectness",
+                 "--workers", "0"]) == 0
+    with FeatureFile(out) as crops:
+        assert crops.attrs["crop_threshold_chosen_on"] == "train (6 images)"
+
+
 @pytest.mark.parametrize("boxes", ["cam", "gt"])
 def test_crops_reextract_every_image_and_retrain(tiny_cub: tuple[Path, Path, Path], tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str], boxes: str) -> None:
@@ -67,6 +83,10 @@ def test_crops_reextract_every_image_and_retrain(tiny_cub: tuple[Path, Path, Pat
             assert crops.attrs["crop_svm_sha256"] == hashlib.sha256(svm.read_bytes()).hexdigest()
             assert crops.attrs["crop_normalization"] == "max" and crops.attrs["crop_cam_weights"] == "all"
             assert crops.attrs["crop_svm_split"] == "train" and crops.attrs["crop_svm_fold"] == 0
+            # every option that changes a box is recorded, and where the threshold came from
+            assert crops.attrs["crop_close"] == 0 and list(crops.attrs["crop_scales"]) == [1.0]
+            assert crops.attrs["crop_layer"] == "last" and crops.attrs["crop_enhance"] == 0.0
+            assert crops.attrs["crop_threshold_chosen_on"] == "a priori"
         crop, sizes = crops.crop_box, full.sizes.astype(np.float64)
         area = ((crop[:, 2] - crop[:, 0]) * (crop[:, 3] - crop[:, 1]) / (sizes[:, 0] * sizes[:, 1])).mean()
     assert main(["info", str(out)]) == 0
@@ -74,6 +94,7 @@ def test_crops_reextract_every_image_and_retrain(tiny_cub: tuple[Path, Path, Pat
     assert f"crop boxes   12 (images/crop_box, original pixels), mean area {area:.3f} of the image" in info
     if boxes == "cam":
         assert f"CAM boxes of {svm.resolve()} (sha256 " in info and "threshold 0.35, normalization max" in info
+        assert "close 0, scales [1.0], layer last, enhance 0.0, threshold chosen on a priori" in info
     else:
         assert "ground-truth boxes" in info
 

@@ -168,6 +168,10 @@ def test_cam_defaults_to_the_svms_fold(fold1_svm: tuple[Path, Path], tmp_path: P
         first_test = [Path(f.paths[i]).stem for i in np.flatnonzero(f.splits[:, 1] == "test")[:2]]
     drawn = sorted(p.name for p in (tmp_path / "cams").glob("*.png"))
     assert all(any(stem in name for name in drawn) for stem in first_test), (first_test, drawn)
+    assert "note:" not in capsys.readouterr().out
+    # Pictures of training images are drawn (they are not scores), with a note that they are not held out.
+    assert main(["cam", str(features), str(svm), "-o", str(tmp_path / "train"), "--split", "train", "--limit", "2"]) == 0
+    assert "note: 2 of the 2 images drawn are training images of" in capsys.readouterr().out
 
 
 def test_protocol_runs_every_fold_with_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,3 +195,73 @@ def test_protocol_runs_every_fold_with_mean_and_std(tmp_path: Path, capsys: pyte
     before = (out / "svm_fold0.h5").read_bytes()
     assert main(["protocol", str(features), "-o", str(out)]) == 2
     assert "--overwrite" in _err(capsys) and (out / "svm_fold0.h5").read_bytes() == before
+
+
+def _set_fingerprints(path: Path, prints: list[str]) -> None:
+    with h5py.File(path, "r+") as h5:
+        h5["images/fingerprint"][:] = np.array(prints, dtype=object)
+
+
+def test_the_same_images_listed_again_are_refused_by_content(tmp_path: Path) -> None:
+    """Other paths, another split table: only the fingerprints say these rows are the SVM's training images."""
+    features = _two_folds(tmp_path)
+    prints = [f"{1000 + i}:{i:032x}" for i in range(N)]
+    _set_fingerprints(features, prints)
+    with FeatureFile(features) as f:
+        svm, _ = train_svm(f, fold=0, C=1.0)
+        classifier = LinearClassifier.from_estimator(svm, f.classes)
+        trained = np.flatnonzero(f.splits[:, 0] == "train")
+        np.testing.assert_array_equal(classifier.attrs["trained_fingerprints"], np.array(prints, dtype=object)[trained])
+        gap, labels = f.gap.copy(), f.labels.copy()
+    # The 24 training images again, all marked 'test', under other names (another layout would do the same).
+    again = write_features(tmp_path / "again.h5", gap[trained], labels[trained], ["test"] * trained.size, CLASSES)
+    with h5py.File(again, "r+") as h5:
+        h5["images/path"][:] = np.array([f"elsewhere/{i}.jpg" for i in range(trained.size)], dtype=object)
+    _set_fingerprints(again, [prints[i] for i in trained])
+    with FeatureFile(again) as f:
+        with pytest.raises(FeatkitError, match=r"24 of the 24 images of split 'test' of fold 0 are training images of "
+                                               r"svm .* by their content \(same image fingerprint"):
+            evaluate(classifier, f, "test", 0)
+    # Held-out images (other fingerprints) in the same kind of file are scored.
+    _set_fingerprints(again, [f"{i}:other" for i in range(trained.size)])
+    with FeatureFile(again) as f:
+        assert evaluate(classifier, f, "test", 0).n_images == 24
+
+
+def test_an_image_the_dataset_lists_twice_is_counted_not_refused(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """In the SVM's own image list, a test row with a training row's content is the dataset's duplicate."""
+    features = _two_folds(tmp_path)
+    with FeatureFile(features) as f:
+        train, test = np.flatnonzero(f.splits[:, 0] == "train"), np.flatnonzero(f.splits[:, 0] == "test")
+    prints = [f"{1000 + i}:{i:032x}" for i in range(N)]
+    prints[int(test[0])] = prints[int(train[0])]
+    _set_fingerprints(features, prints)
+    with FeatureFile(features) as f:
+        svm, _ = train_svm(f, fold=0, C=1.0)
+        with caplog.at_level("WARNING"):
+            assert evaluate(LinearClassifier.from_estimator(svm, f.classes), f, "test", 0).n_images == 24
+    assert "1 of the 24 images of split 'test' of fold 0 repeat the content of training images" in caplog.text
+
+
+def test_svm_eval_refuses_training_images_extracted_again_through_a_csv(
+    tmp_path: Path, fake_cub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: the training images re-extracted through the csv layout, all marked test."""
+    root = fake_cub(n_classes=2, per_class=6)
+    features, svm = tmp_path / "cub.h5", tmp_path / "svm.h5"
+    tiny = ["--model", "tiny_test", "--resize", "warp"]
+    assert main(["extract", str(root), "--dataset", "cub200", "-o", str(features), *tiny]) == 0
+    assert main(["svm-train", str(features), "-o", str(svm), "--C", "1"]) == 0
+    with FeatureFile(features) as f:
+        train = np.flatnonzero(f.splits[:, 0] == "train")
+        lines = [f"{root / f.paths[i]},{f.classes[int(f.labels[i])]},test" for i in train]
+    listing = tmp_path / "list.csv"
+    listing.write_text("\n".join(lines) + "\n")
+    relisted = tmp_path / "traintest.h5"
+    assert main(["extract", str(listing), "--dataset", "csv", "-o", str(relisted), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["svm-eval", str(relisted), str(svm)]) == 2
+    err = _err(capsys)
+    assert f"{train.size} of the {train.size} images of split 'test' of fold 0 are training images of" in err
+    assert "by their content" in err and "Traceback" not in err

@@ -139,3 +139,53 @@ def test_cells_are_sampled_per_image_beyond_the_cap(tmp_path: Path, monkeypatch:
         again = fit_foreground(features, np.arange(16))
     assert model.n_cells == 16 * 10 and np.array_equal(model.weight, again.weight)
     assert int(np.argmax(model.weight[0])) == 0  # still finds the unit that marks the boxes
+
+
+def test_calibration_never_scores_its_own_images(tmp_path: Path, fake_cub: Callable[..., Path],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: an SVM trained on test, localize on train: the foreground map and its threshold would
+    be fitted on the scored boxes. Refused; --calibrate test calibrates on the other split and says so."""
+    root = fake_cub(n_classes=2, per_class=6)
+    features, svm = tmp_path / "f.h5", tmp_path / "svm.h5"
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "-o", str(features), "--model", "tiny_test"]) == 0
+    assert main(["svm-train", str(features), "--split", "test", "-o", str(svm), "--C", "1"]) == 0
+    capsys.readouterr()
+    for classifier_file, method in ((svm, "foreground-class"), ("head", "objectness")):
+        assert main(["localize", str(features), str(classifier_file), "--method", method, "--split", "train"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "6 of the 6 images to localize are train images the threshold was chosen" in err, err
+        assert "--calibrate test" in err and len(err.splitlines()) == 1
+    out = tmp_path / "loc"
+    assert main(["localize", str(features), str(svm), "--method", "foreground-class", "--split", "train",
+                 "--calibrate", "test", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "chosen on 6 test images only" in text and "none of them is a scored image, by row or by content" in text
+    assert "foreground SVM on map cells of the test split's boxes, one per class" in text
+    summary = json.loads((out / "localization.json").read_text())["summary"]
+    assert summary["calibration"]["split"] == "test" and summary["threshold_chosen_on"] == "test (6 images)"
+    assert main(["localize", str(features), str(svm), "--method", "objectness", "--calibrate", "val"]) == 2
+    assert "has no val split to calibrate on (splits: test, train)" in capsys.readouterr().err
+
+
+def test_a_calibration_refuses_its_images_in_another_file(tmp_path: Path) -> None:
+    """Content fingerprints: the calibration images listed again elsewhere are still refused."""
+    import h5py
+
+    path, _ = boxed_store(tmp_path)
+    prints = np.array([f"{i}:{i:032x}" for i in range(24)], dtype=object)
+    with h5py.File(path, "r+") as h5:
+        h5["images/fingerprint"][:] = prints
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(path.read_bytes())
+    with h5py.File(copy, "r+") as h5:
+        h5["images/path"][:] = np.array([f"again/{i}.jpg" for i in range(24)], dtype=object)
+        h5["images/split"][:] = np.array([["test"]] * 24, dtype=object)
+    with FeatureFile(path) as features:
+        chosen = calibrate(features, classifier(), np.arange(16), CamOptions(method="foreground"))
+        with pytest.raises(FeatkitError, match="16 of the 24 images to localize are train images the threshold was "
+                                               "chosen and its map fitted on; calibrate on another split"):
+            localize(features, classifier(), np.arange(24), calibration=chosen, sweep=False)
+    with FeatureFile(copy) as again:
+        with pytest.raises(FeatkitError, match="16 of the 24 images to localize are train images .* by their content"):
+            localize(again, classifier(), np.arange(24), calibration=chosen, sweep=False)
+        assert localize(again, classifier(), np.arange(16, 24), calibration=chosen, sweep=False).summary["n_images"] == 8

@@ -199,3 +199,116 @@ def test_wsol_errors_name_the_keyword() -> None:
         WsolBoxEvaluator().compute()
     with pytest.raises(FeatkitError, match="one of each per image"):
         wsol_max_box_acc([np.zeros((7, 7))], [], [(10, 10)])
+
+
+# ------------------------------------------- through localize, on crop and short-side files
+
+
+def _blob_maps(rng: np.random.Generator, n: int, k: int, h: int, w: int) -> np.ndarray:
+    """(n, k, h, w) maps: a few Gaussian blobs per channel on noise (so boxes depend on the threshold)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    maps = rng.normal(0, 0.05, (n, k, h, w))
+    for i in range(n):
+        for c in range(k):
+            for _ in range(rng.integers(1, 3)):
+                cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.8, 2.2)
+                maps[i, c] += rng.uniform(0.2, 1.5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    return maps.astype(np.float32)
+
+
+def _file_of(tmp_path, resize: str, maps: np.ndarray, sizes: np.ndarray, boxes: list) -> object:
+    """A features file of ``resize`` geometry holding ``maps`` (rows all 'test', classes a/b alternating)."""
+    import h5py
+    from conftest import write_features
+
+    n = len(maps)
+    gap = np.nan_to_num(maps).mean(axis=(2, 3))
+    path = write_features(tmp_path / f"{resize}.h5", gap, np.arange(n) % 2, ["test"] * n, ["a", "b"], maps=maps,
+                          boxes=[tuple(map(tuple, b)) for b in boxes], sizes=sizes)
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["resize"] = resize
+    return path
+
+
+def _localized(path, weight: np.ndarray):
+    from featkit.cam import localize
+    from featkit.features import FeatureFile
+    from featkit.linear import LinearClassifier
+
+    classifier = LinearClassifier(weight.astype(np.float64), np.zeros(2), ["a", "b"], "none", "weights")
+    with FeatureFile(path) as features:
+        return localize(features, classifier, np.arange(len(features)), protocol="wsol")
+
+
+def _stored_cams(path, weight: np.ndarray) -> list[np.ndarray]:
+    """Each image's raw CAM of its true class, from the file's own float16 maps (read with h5py)."""
+    import h5py
+
+    with h5py.File(path) as h5:
+        maps = h5["features/maps"][:].astype(np.float32)
+        labels = h5["images/label"][:]
+    return [np.tensordot(weight[int(c)].astype(np.float32), m, axes=1) for m, c in zip(maps, labels)]
+
+
+def _assert_same_sweep(result, reference) -> None:
+    box_acc, box_acc_v2, largest, every = reference
+    assert abs(100 * result.max_box_acc - box_acc) <= 1e-6 and abs(100 * result.max_box_acc_v2 - box_acc_v2) <= 1e-6
+    for row, iou in enumerate((30, 50, 70)):
+        np.testing.assert_allclose(100 * result.curves_largest[row], largest[iou], atol=1e-6)
+        np.testing.assert_allclose(100 * result.curves_any[row], every[iou], atol=1e-6)
+    assert 0 < box_acc < 100 and 0 < box_acc_v2 < 100
+
+
+def _peak_boxes(maps: np.ndarray, weight: np.ndarray, sizes: np.ndarray, frames: list) -> list:
+    """One GT box per image around its true class's CAM peak (a few cells wide), so hits depend on the threshold."""
+    boxes = []
+    for i, ((width, height), (x0, y0, x1, y1)) in enumerate(zip(sizes, frames)):
+        valid_w = int((~np.isnan(maps[i, 0])).all(axis=0).sum())
+        cam = np.tensordot(weight[i % 2], maps[i, :, :, :valid_w], axes=1)
+        r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        cell_w, cell_h = (x1 - x0) / valid_w, (y1 - y0) / cam.shape[0]
+        boxes.append([(max(0.0, x0 + (c - 1.3) * cell_w), max(0.0, y0 + (r - 1.6) * cell_h),
+                       min(float(width), x0 + (c + 2.2) * cell_w), min(float(height), y0 + (r + 1.9) * cell_h))])
+    return boxes
+
+
+def test_wsol_on_a_crop_file_scores_the_map_placed_on_its_centre_square(tmp_path) -> None:
+    """The reference places each raw CAM on the centre square itself (cv2 bilinear onto the square, the rest of
+    the image at min(CAM min, 0), no evidence), then runs wsolevaluation's procedure on the whole image."""
+    rng = np.random.default_rng(3)
+    # Short sides that are multiples of 256 / 224's denominator: the centre square has whole-pixel corners.
+    sizes = np.array([(256, 320), (320, 256), (256, 384), (400, 320), (320, 480), (512, 256)] * 2, np.int32)
+    maps, weight = _blob_maps(rng, len(sizes), 3, 7, 7), rng.normal(0, 1, (2, 3))
+    centre = [((w - min(w, h) * 7 / 8) / 2, (h - min(w, h) * 7 / 8) / 2) for w, h in sizes]
+    boxes = _peak_boxes(maps, weight, sizes, [(x, y, x + min(w, h) * 7 / 8, y + min(w, h) * 7 / 8)
+                                              for (x, y), (w, h) in zip(centre, sizes)])
+    path = _file_of(tmp_path, "crop", maps, sizes, boxes)
+    placed = []
+    for cam, (width, height) in zip(_stored_cams(path, weight), sizes):
+        side = min(width, height) * 224 // 256
+        x0, y0 = (width - side) // 2, (height - side) // 2
+        whole = np.full((height, width), min(float(cam.min()), 0.0), np.float32)
+        whole[y0 : y0 + side, x0 : x0 + side] = cv2.resize(cam, (side, side), interpolation=cv2.INTER_LINEAR)
+        placed.append(whole)
+    report = _localized(path, weight)
+    assert report.summary["sweep_protocol"] == "wsol" and report.curves is not None
+    assert "The maps cover the centre square of each image (a crop file): its boxes cannot leave it." \
+        in report.to_markdown()
+    _assert_same_sweep(report.curves, reference_scores(placed, boxes, [tuple(s) for s in sizes]))
+
+
+def test_wsol_on_a_short_side_file_scores_the_map_without_its_padding(tmp_path) -> None:
+    """Short-side maps are stored top-left in a NaN-padded canvas: the reference cuts each to its own width."""
+    rng = np.random.default_rng(4)
+    widths = [7, 10, 14, 9, 12, 7, 14, 11, 8, 13]
+    maps = _blob_maps(rng, len(widths), 3, 7, 14)
+    for i, w in enumerate(widths):
+        maps[i, :, :, w:] = np.nan
+    sizes = np.array([(32 * w, 224) for w in widths], np.int32)
+    weight = rng.normal(0, 1, (2, 3))
+    boxes = _peak_boxes(maps, weight, sizes, [(0, 0, w, h) for w, h in sizes])
+    path = _file_of(tmp_path, "short-side", maps, sizes, boxes)
+    cams = [cam[:, :w] for cam, w in zip(_stored_cams(path, weight), widths)]
+    report = _localized(path, weight)
+    assert report.curves is not None and "maps_cover" not in report.summary
+    _assert_same_sweep(report.curves, reference_scores(cams, boxes, [tuple(s) for s in sizes]))

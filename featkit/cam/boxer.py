@@ -152,6 +152,22 @@ class CamBoxer:
         outside = lowest if self.options.normalization == "minmax" else np.minimum(lowest, 0.0)
         return place(cams, size, frame, self.options.upsample, outside)
 
+    def in_frame(
+        self, cams: np.ndarray, size: tuple[int, int], frame: tuple[float, float, float, float] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """CAMs (..., h, w) as maps of the WHOLE image, for a sweep that resizes them to its own grid.
+
+        A map that already covers the whole image (``warp``; ``short-side``
+        once its NaN padding is trimmed) is returned at its own resolution, so
+        the sweep's resize is the only one; a ``crop`` map is placed on its
+        frame at the original ``size`` exactly as :meth:`upsample` places it.
+        Both sweeps (featkit's and wsolevaluation's) take their maps from here
+        or from :meth:`upsample`, so a CAM lands in the same place in both.
+        """
+        if covers_image(frame, size):
+            return trim_padding(np.asarray(cams, dtype=np.float32))
+        return self.upsample(cams, size, frame)
+
     def box(self, upsampled: np.ndarray) -> Box:
         """The paper's box of one upsampled CAM (H, W)."""
         return paper_box(upsampled, self.options)

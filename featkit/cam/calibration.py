@@ -6,6 +6,11 @@ the test images (MaxBoxAcc) is an oracle; :func:`calibrate` picks it on
 training images that carry boxes, with the same maps, classes and box rule
 that :func:`~featkit.cam.localization.localize` then applies to the test
 images, and says what it chose and on how many images.
+
+A calibration remembers its images (rows, image list, content fingerprints):
+:func:`refuse_calibration_rows` refuses to score any of them, in the same file
+by row and in any file by content, so a threshold (or a learned map) is never
+scored on the boxes it was chosen (or fitted) on.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from featkit.cam.maps import CamOptions
 from featkit.cam.methods import LEARNED_METHODS
 from featkit.errors import FeatkitError
 from featkit.features.mapsource import MapSource
+from featkit.features.overlap import FittedImages, Overlap, refuse_fitted
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 
@@ -46,6 +52,8 @@ class Calibration:
     """Which class's map was scored on the calibration images ("ground truth" or "top-1 prediction")."""
     foreground: ForegroundModel | None = None
     """The learned method's model, fitted on all ``n_images`` (its threshold was chosen by 2-fold cross-fitting)."""
+    images: FittedImages | None = None
+    """The calibration images (rows, image list, fingerprints): scoring refuses them."""
 
     def boxer(self, weight: np.ndarray) -> CamBoxer:
         """The CamBoxer of class weights ``weight`` under the chosen setting (and the learned method's model)."""
@@ -56,10 +64,23 @@ class Calibration:
                 "method": self.options.method, "accuracy": self.accuracy, "scored": self.scored,
                 "grid": list(self.grid), "curve": list(self.curve),
                 **({} if self.foreground is None else {
-                    "learned": "foreground SVM on map cells of the training boxes"
+                    "learned": f"foreground SVM on map cells of the {self.split} split's boxes"
                                + (", one per class" if self.foreground.per_class else ", class-agnostic"),
                     "learned_cells": self.foreground.n_cells,
                     "threshold_by": "2-fold cross-fitting on the calibration images"})}
+
+
+def refuse_calibration_rows(calibration: Calibration, features: FeatureFile, rows: Sequence[int] | np.ndarray,
+                            what: str) -> Overlap | None:
+    """FeatkitError when any of ``rows`` (``what``) is an image ``calibration`` chose its threshold on (or fitted
+    its learned map on): the same row of the same image list, or the same content in any file."""
+    if calibration.images is None:
+        return None
+    fitted = " and its map fitted" if calibration.foreground is not None else ""
+    who = f"{calibration.split} images the threshold was chosen{fitted} on"
+    fix = (f"calibrate on another split than the scored one (calibrate='test' to score train; now "
+           f"calibrate={calibration.split!r}) or score another split")
+    return refuse_fitted(calibration.images, features, rows, what, who, fix, fix)
 
 
 def class_agnostic(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray) -> bool:
@@ -144,6 +165,7 @@ def calibrate(
         curve=tuple(float(v) for v in curve),
         scored="top-1 prediction" if agnostic else "ground truth",
         foreground=foreground,
+        images=FittedImages.of(features, idx),
     )
 
 

@@ -43,13 +43,16 @@ LAST = "last"
 
 
 def layer_names(model: Backbone) -> list[str]:
-    """Names ``--layer`` accepts: ``last`` and every named module of the backbone body."""
-    return [LAST] + [name for name, _ in model.body.named_modules() if name]
+    """Names ``layer`` accepts: ``last`` and every named module of the backbone body on the way to the CAM maps
+    (a body that wraps the whole network also holds its classifier head, which the maps never pass through)."""
+    head = model.head
+    inside_head = set() if head is None else {id(m) for m in head.modules()}
+    return [LAST] + [name for name, module in model.body.named_modules() if name and id(module) not in inside_head]
 
 
 def _find_layer(model: Backbone, name: str) -> torch.nn.Module:
     modules = dict(model.body.named_modules())
-    if name not in modules or not name:
+    if name not in layer_names(model) or name == LAST:
         names = layer_names(model)
         shown = ", ".join(names[:4] + ["…"] + names[-3:]) if len(names) > 8 else ", ".join(names)
         raise FeatkitError(f"the backbone has no layer {name!r}; use one of {shown} (module names of its body)")
@@ -169,6 +172,10 @@ def gradient_maps(
         finally:  # only this forward detaches the asked layers; the enhanced passes replace one layer each
             for handle in hooks:
                 handle.remove()
+        unseen = [name for name in layers if name != LAST and name not in captured]
+        if unseen:
+            raise FeatkitError(f"layer {unseen[0]!r} does not run on the way to the CAM maps (its output never "
+                               "reaches them); use layer='last' or a layer of the body's convolutional path")
         if LAST in layers:
             if not final.requires_grad:  # no inner layer hooked: the maps are the graph's only leaf
                 final = final.detach().requires_grad_(True)

@@ -23,10 +23,16 @@ The sweep runs under one of two protocols (``protocol=``):
 * ``"featkit"`` (default): the CAM upsampled bilinearly to the ORIGINAL image,
   normalised in float, thresholds with ``>=``, 8-connected components,
   continuous-corner IoU (:func:`~featkit.cam.boxes.max_box_acc`);
-* ``"wsol"``: clovaai/wsolevaluation's evaluator step by step (raw CAM resized
-  bicubically to 224 x 224, min-max, 8-bit, strict ``>``, OpenCV contours with
-  holes, ``+1`` IoU in the 224 frame; :mod:`featkit.cam.wsol`), whose numbers
-  sit next to published WSOL tables.
+* ``"wsol"``: clovaai/wsolevaluation's evaluator step by step (the CAM of the
+  whole image resized bicubically to 224 x 224, min-max, 8-bit, strict ``>``,
+  OpenCV contours with holes, ``+1`` IoU in the 224 frame;
+  :mod:`featkit.cam.wsol`), whose numbers sit next to published WSOL tables.
+
+Both sweeps see a CAM where the network looked: a ``crop`` file's map placed
+on its centre square, a ``short-side`` map without its padding
+(:meth:`~featkit.cam.boxer.CamBoxer.in_frame`). Rows the classifier was
+trained on, and rows a ``calibration`` chose its threshold (or fitted its
+learned map) on, are refused, by row and by content fingerprint.
 
 Conv maps come from a :class:`~featkit.features.mapsource.MapSource` (stored,
 or the backbone run again on the images); every box comes from the one
@@ -55,7 +61,7 @@ from featkit.cam.boxes import (
     max_box_acc,
     multi_threshold_boxes,
 )
-from featkit.cam.calibration import Calibration, class_agnostic
+from featkit.cam.calibration import Calibration, class_agnostic, refuse_calibration_rows
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
 from featkit.data.geometry import describe
@@ -152,13 +158,17 @@ class LocalizationReport:
                          "its scores on that split are not held-out estimates.")
         if "calibration" in s:
             c = s["calibration"]
+            repeats = (f" ({c['scored_repeats']} scored images repeat the content of calibration images under "
+                       "other paths: the dataset lists them twice)") if c.get("scored_repeats") else ""
             lines.append(f"Threshold {c['threshold']:g} chosen on {c['n_images']} {c['split']} images only "
-                         f"({c['scored']} class maps; accuracy there {pct(c['accuracy'])} %); the scored images "
-                         "played no part in the choice.")
+                         f"({c['scored']} class maps; accuracy there {pct(c['accuracy'])} %); none of them is a "
+                         f"scored image, by row or by content{repeats}.")
             if "learned" in c:
                 lines.append(f"The map is a {c['learned']} ({c['learned_cells']} cells of those {c['split']} "
                              f"images; threshold by {c['threshold_by']}): it uses the {c['split']} split's boxes, "
                              "never the scored images' boxes.")
+        if s.get("maps_cover"):
+            lines.append(f"The maps cover {s['maps_cover']}.")
         if s.get("n_skipped_no_box"):
             lines.append(f"Skipped {s['n_skipped_no_box']} images without a ground-truth box.")
         if self.per_class:
@@ -366,9 +376,10 @@ def localize(
     only; the paper's GT-known/top-1/top-5 numbers are the same under both.
 
     ``calibration`` (from :func:`~featkit.cam.calibration.calibrate` on
-    training rows) replaces ``cam_options`` by the setting it chose and is
-    recorded in the summary. The sweep is an oracle: its best threshold is
-    picked on the scored images themselves.
+    rows of another split) replaces ``cam_options`` by the setting it chose
+    and is recorded in the summary; scoring any of its own images is refused.
+    The sweep is an oracle: its best threshold is picked on the scored images
+    themselves.
     """
     if calibration is not None:
         cam_options = calibration.options
@@ -389,6 +400,8 @@ def localize(
     require_usable(features)
     idx = features.check_rows(rows)
     refuse_training_rows(classifier, features, idx, "images to localize")
+    calibration_overlap = None if calibration is None else \
+        refuse_calibration_rows(calibration, features, idx, "images to localize")
     labels = features.labels[idx]
     agnostic = class_agnostic(features, classifier, idx)
     mapping = None if agnostic else classifier.class_mapping(features)
@@ -408,6 +421,7 @@ def localize(
     idx, labels = idx[has_box], labels[has_box]
     source = MapSource.of(features, root, device=device)
     boxer = CamBoxer(classifier.weight, cam_options) if calibration is None else calibration.boxer(classifier.weight)
+    frames_cover = "whole image" if source.frames(idx[:1]) is None else "centre square"
 
     scores_all = classifier.decision_function(features.gap[idx])
     top_all = top_classes(scores_all)
@@ -443,7 +457,10 @@ def localize(
                          "top5_classes": [classifier.classes[int(c)] for c in top_all[i]]}
                 per_image.append({**names, **record})
                 if wsol is not None:
-                    wsol.accumulate(cams[j][0], gts, size)  # the raw map: the protocol resizes it itself
+                    # The map over the whole image (a crop map placed on its centre square, padding trimmed):
+                    # the protocol resizes it to its frame itself.
+                    wsol.accumulate(boxer.in_frame(cams[j][0], size, None if frames is None else frames[j]),
+                                    gts, size)
                 elif sweep:
                     sweep_cams.append(scored_cam)
                     sweep_gts.append(gts)
@@ -483,7 +500,10 @@ def localize(
                                 else "a priori"),
     }
     if calibration is not None:
-        summary["calibration"] = calibration.to_dict()
+        repeats = 0 if calibration_overlap is None else int(calibration_overlap.repeats.size)
+        summary["calibration"] = {**calibration.to_dict(), "scored_repeats": repeats}
+    if frames_cover == "centre square":
+        summary["maps_cover"] = "the centre square of each image (a crop file): its boxes cannot leave it"
     if multi_threshold:
         first_hits = np.array([r["multi_hit1"] for r in per_image])
         second_hits = np.array([r["multi_hit2"] for r in per_image])

@@ -7,9 +7,13 @@ continuous-corner IoU) lands 1-3 points away from it on the same CAMs. This
 module follows the published algorithm step by step instead, so numbers can be
 put next to published tables (``localize(..., protocol="wsol")``):
 
-1. the raw CAM (h, w) is resized to the evaluator's 224 x 224 frame with
-   bicubic interpolation (OpenCV ``INTER_CUBIC``, in float64), whatever the
-   image's aspect ratio: the test images are warped to 224 x 224 there too;
+1. the CAM of the whole image is resized to the evaluator's 224 x 224 frame
+   with bicubic interpolation (OpenCV ``INTER_CUBIC``, in float64), whatever
+   the image's aspect ratio: the test images are warped to 224 x 224 there
+   too. The CAM is the raw map (h, w) when it covers the whole image (warp;
+   short-side with its NaN padding trimmed); a crop map covers only the
+   centre square, so it is first placed there at the original size, as the
+   featkit sweep places it (:meth:`featkit.cam.boxer.CamBoxer.in_frame`);
 2. it is min-max normalised (a constant or NaN map becomes all zeros) and
    quantised to 8 bits by truncation, ``uint8(255 * map)``;
 3. a CAM threshold ``t`` of the sweep ``0, i, 2i, ... < 1`` (``i`` the
@@ -121,8 +125,9 @@ def inclusive_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class WsolBoxEvaluator:
     """Accumulates images one by one, then gives MaxBoxAcc / MaxBoxAccV2 by the wsolevaluation protocol.
 
-    ``accumulate(cam, gt_boxes, size)`` takes the RAW CAM (h, w) of the scored
-    class (before any upsampling), the image's GT boxes in original pixels
+    ``accumulate(cam, gt_boxes, size)`` takes the CAM of the scored class over
+    the WHOLE image (the raw (h, w) map, or a crop map placed on its frame:
+    :meth:`~featkit.cam.boxer.CamBoxer.in_frame`), the image's GT boxes in original pixels
     and its original ``(W, H)``; :meth:`compute` returns a
     :class:`~featkit.cam.boxes.BoxAccuracy` whose "largest" curves are the
     largest-contour accuracies (MaxBoxAcc) and "any" curves the multi-contour

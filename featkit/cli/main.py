@@ -218,6 +218,12 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         full = evaluate(classifier, features, "test", args.fold)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method) \
             if args.boxes == "cam" else None
+        if calibration is not None:  # the crops of the test split are scored: none may have chosen the threshold
+            from featkit.cam.calibration import refuse_calibration_rows
+            from featkit.linear import split_rows
+
+            refuse_calibration_rows(calibration, features, split_rows(features, "test", args.fold),
+                                    f"test images of fold {args.fold} the crops are scored on")
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
         try:
             path = extract_crops(args.root, features, classifier, args.output, args.boxes, options,
@@ -241,13 +247,15 @@ def _cam_options(args: argparse.Namespace) -> CamOptions:
                       scales=args.scales, enhance=args.enhance)
 
 
-def _calibration_rows(features: FeatureFile, args: argparse.Namespace, method: str) -> np.ndarray | None:
-    """Training rows to choose ``method``'s threshold on, or None for the a-priori threshold.
+def _calibration_rows(features: FeatureFile, args: argparse.Namespace, method: str) -> tuple[np.ndarray, str] | None:
+    """Rows (and their split) to choose ``method``'s threshold on, or None for the a-priori threshold.
 
     ``auto``: the paper's CAM keeps its a-priori 20 % (the reproduction stays
     untouched), a threshold given by hand is kept, every other method is
     calibrated on the train split when that split has boxes; the learned
-    methods always are.
+    methods always are. A split name calibrates on that split (``test`` to
+    score ``train``): the scored rows are refused where they are calibration
+    images, so the split must be another one than the scored.
     """
     from featkit.cam.methods import LEARNED_METHODS
     from featkit.linear import split_rows
@@ -255,25 +263,28 @@ def _calibration_rows(features: FeatureFile, args: argparse.Namespace, method: s
     mode = args.calibrate
     if method in LEARNED_METHODS:
         if mode == "none" or args.threshold is not None:
-            raise FeatkitError(f"method {method!r} learns where objects are from the train split's boxes and "
-                               "chooses its threshold there (by cross-fitting); use calibrate='train' and leave the "
-                               "threshold unset")
-        mode = "train"
+            raise FeatkitError(f"method {method!r} learns where objects are from a split's boxes (never the "
+                               "scored one) and chooses its threshold there (by cross-fitting); use "
+                               "calibrate='train' and leave the threshold unset")
+        mode = "train" if mode == "auto" else mode
     if mode == "none" or (mode == "auto" and (method == "cam" or args.threshold is not None)):
         return None
-    if mode == "train" and args.threshold is not None:
-        raise FeatkitError("give either threshold=... or calibrate='train', not both")
-    if not any(s for s in features.splits[:, 0]) or "train" not in set(features.splits[:, args.fold]):
-        if mode == "train":
-            raise FeatkitError(f"{features.path} has no train split to calibrate on; pass threshold=... instead")
+    if mode != "auto" and args.threshold is not None:
+        raise FeatkitError(f"give either threshold=... or calibrate={mode!r}, not both")
+    split = "train" if mode == "auto" else mode
+    if not any(s for s in features.splits[:, 0]) or split not in set(features.splits[:, args.fold]):
+        if mode != "auto":
+            present = ", ".join(sorted({s for s in features.splits[:, args.fold] if s})) or "none"
+            raise FeatkitError(f"{features.path} has no {split} split to calibrate on (splits: {present}); "
+                               "pass threshold=... instead")
         return None
-    rows = split_rows(features, "train", args.fold)
+    rows = split_rows(features, split, args.fold)
     boxes = features.boxes_of()
     if not any(len(boxes[int(r)]) for r in rows):
-        if mode == "train":
-            raise FeatkitError(f"no train image of {features.path} has a box to calibrate on; pass threshold=...")
+        if mode != "auto":
+            raise FeatkitError(f"no {split} image of {features.path} has a box to calibrate on; pass threshold=...")
         return None
-    return rows
+    return rows, split
 
 
 def _calibrations(
@@ -287,10 +298,11 @@ def _calibrations(
     out: dict[str, Calibration] = {}
     base = _cam_options(args)
     for name in methods:
-        rows = _calibration_rows(features, args, name)
-        if rows is not None:
-            out[name] = calibrate(features, classifier, rows, replace(base, method=name), root=args.root,
-                                  device=args.device)
+        chosen = _calibration_rows(features, args, name)
+        if chosen is not None:
+            rows, split = chosen
+            out[name] = calibrate(features, classifier, rows, replace(base, method=name), split=split,
+                                  root=args.root, device=args.device)
     return out
 
 
@@ -333,6 +345,7 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
         args.method = methods[0]
         calibrations = _calibrations(features, classifier, args, methods)
+        _note_fitted_images(features, classifier, rows, calibrations)
         update, close = _progress_bar("cam")
         try:
             index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
@@ -342,6 +355,22 @@ def _cmd_cam(args: argparse.Namespace) -> int:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
     return 0
+
+
+def _note_fitted_images(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray,
+                        calibrations: dict[str, Calibration]) -> None:
+    """Pictures are not scores, so ``cam`` draws any image; it says which were fitted on (not held out)."""
+    from featkit.features.overlap import overlap
+    from featkit.linear.protocol import training_overlap
+
+    trained = training_overlap(classifier, features, rows)
+    if trained is not None and trained.refused.size:
+        print(f"note: {trained.refused.size} of the {len(rows)} images drawn are training images of "
+              f"{classifier.source}: their CAMs and boxes are not held out")
+    for name, calibration in calibrations.items():
+        if calibration.images is not None and (seen := overlap(calibration.images, features, rows).refused).size:
+            print(f"note: {seen.size} of the {len(rows)} images drawn are the {calibration.split} images method "
+                  f"{name!r} chose its threshold on: their boxes are not held out")
 
 
 def _cmd_localize(args: argparse.Namespace) -> int:
@@ -611,10 +640,10 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
                         "foreground (SVM on map cells inside vs outside the train split's boxes), "
                         "foreground-class (one such SVM per class), cam-foreground (positive CAM gated by it), "
                         "dgl (gradient x activation on --layer; runs the backbone on the images)")
-    p.add_argument("--calibrate", default="auto", choices=["auto", "train", "none"],
-                   help="choose the threshold (and fit the foreground methods) on the train split's boxes "
-                        "(auto: for every method but cam, when no --threshold is given and train has boxes); "
-                        "none: --threshold or 0.2")
+    p.add_argument("--calibrate", default="auto", metavar="auto|none|SPLIT",
+                   help="choose the threshold (and fit the foreground methods) on a split's boxes: SPLIT (e.g. "
+                        "train, or test to score train; never the scored images), auto (train, for every method "
+                        "but cam, when no --threshold is given and train has boxes) or none (--threshold or 0.2)")
     p.add_argument("--layer", default="last",
                    help="dgl only: backbone layer(s), comma-separated and fused (default last = the CAM maps)")
     p.add_argument("--close", type=int, default=0, metavar="K",

@@ -65,8 +65,13 @@ def predicted_class_boxes(
     return boxes
 
 
-def crop_provenance(method: str, classifier: LinearClassifier, cam_options: CamOptions) -> dict[str, object]:
-    """Root attributes of a crops file: how its boxes were made (``crop`` stays the one-line summary)."""
+def crop_provenance(method: str, classifier: LinearClassifier, cam_options: CamOptions,
+                    calibration: Calibration | None = None) -> dict[str, object]:
+    """Root attributes of a crops file: how its boxes were made (``crop`` stays the one-line summary).
+
+    Every :class:`~featkit.cam.maps.CamOptions` field that changes a box is recorded (``crop_close``,
+    ``crop_scales``, ``crop_layer``, ``crop_enhance`` too), and where the threshold was chosen.
+    """
     if method == "gt":
         return {"crop": "gt", "crop_method": "gt"}
     source = Path(classifier.source)
@@ -81,6 +86,12 @@ def crop_provenance(method: str, classifier: LinearClassifier, cam_options: CamO
         "crop_normalization": cam_options.normalization,
         "crop_cam_weights": cam_options.weights,
         "crop_upsample": cam_options.upsample,
+        "crop_close": int(cam_options.close),
+        "crop_scales": [float(v) for v in cam_options.scales],
+        "crop_layer": cam_options.layer,
+        "crop_enhance": float(cam_options.enhance),
+        "crop_threshold_chosen_on": ("a priori" if calibration is None
+                                     else f"{calibration.split} ({calibration.n_images} images)"),
     }
     if not classifier.is_head and source.is_file():
         attrs["crop_svm_sha256"] = sha256_of(source)
@@ -138,7 +149,7 @@ def extract_crops(
     else:
         crop = predicted_class_boxes(features, classifier, rows, cam_options, root,
                                      foreground=None if calibration is None else calibration.foreground)
-    provenance = crop_provenance(boxes, classifier, cam_options)
+    provenance = crop_provenance(boxes, classifier, cam_options, calibration)
     attrs = features.attrs
     labels, paths, all_boxes = features.labels, features.paths, features.boxes_of()
     records = [ImageRecord(paths[i], int(labels[i]), "", tuple(map(tuple, all_boxes[i].tolist())))

@@ -94,6 +94,11 @@ def _damaged(f: FeatureFile, problems: list[str], check: bool) -> str:
     return "\n".join(lines)
 
 
+_CROP_OPTIONS = (("map_method", "method"), ("close", "close"), ("scales", "scales"), ("layer", "layer"),
+                 ("enhance", "enhance"), ("threshold_chosen_on", "threshold chosen on"))
+"""Box options a crops file records beyond threshold, normalization and weights (attribute suffix, label)."""
+
+
 def _crop_lines(f: FeatureFile) -> list[str]:
     """How a crops file's boxes were made and what they cover (nothing for a whole-image file)."""
     a = f.attrs
@@ -107,7 +112,8 @@ def _crop_lines(f: FeatureFile) -> list[str]:
                    if "crop_svm_fold" in a else "")
         source = (f"CAM boxes of {a.get('crop_svm', '?')}" + (f" (sha256 {sha[:12]}...{trained})" if sha else trained)
                   + f"; threshold {a.get('crop_threshold')}, normalization {a.get('crop_normalization')}, "
-                  f"weights {a.get('crop_cam_weights')}")
+                  f"weights {a.get('crop_cam_weights')}"
+                  + "".join(f", {name} {a.get('crop_' + key)}" for key, name in _CROP_OPTIONS if f"crop_{key}" in a))
     elif method == "gt":
         source = "ground-truth boxes (images/box)"
     else:

@@ -17,7 +17,8 @@ Layout (schema 1):
   in original pixels (``images/box`` keeps the ground truth), and root attrs
   ``crop`` (one-line summary), ``crop_method`` (``cam`` or ``gt``) and, for CAM
   boxes, ``crop_svm`` (path), ``crop_svm_sha256``, ``crop_svm_fold``,
-  ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``.
+  ``crop_threshold``, ``crop_normalization``, ``crop_cam_weights``, ``crop_upsample``, ``crop_close``,
+  ``crop_scales``, ``crop_layer``, ``crop_enhance``, ``crop_threshold_chosen_on``.
 - ``images/fingerprint`` (N) file size and hash of the first 64 KiB of each image
   (:func:`check_images`).
 - ``classes`` (C), ``features/gap`` (N, K) float32, ``features/maps``
@@ -547,6 +548,15 @@ class FeatureFile:
     def images_sha256(self) -> str:
         """sha256 of the image list (paths in row order): whether row i means the same image in two files."""
         return hashlib.sha256("\n".join(self.paths).encode("utf-8")).hexdigest()
+
+    @cached_property
+    def fingerprints(self) -> np.ndarray:
+        """(N,) object array of each image's content fingerprint (file size + head hash), '' where none was
+        recorded (files from before fingerprints, rows not extracted): what says two rows are the same image
+        whatever their paths."""
+        if "images/fingerprint" not in self.h5:
+            return self._read_only(np.full(len(self), "", dtype=object))
+        return self._read_only(self.h5["images/fingerprint"].asstr()[:].astype(object))
 
     @cached_property
     def labels(self) -> np.ndarray:

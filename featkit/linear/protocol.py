@@ -6,10 +6,12 @@ says which are train and test. Metrics: accuracy, mean per-class accuracy,
 top-5 and a confusion matrix; mean average precision for multi-label data.
 
 A classifier is never scored on rows it was trained on: an SVM records its
-training rows (and the image list they index), scoring defaults to the SVM's
-own fold (``fold=None``), and :func:`refuse_training_rows` refuses any
-overlap, so a fold-1 SVM cannot be scored on fold 0's test split (which holds
-fold-1 training images) by accident.
+training rows (and the image list they index) and the content fingerprints of
+its training images, scoring defaults to the SVM's own fold (``fold=None``),
+and :func:`refuse_training_rows` refuses any overlap, so a fold-1 SVM cannot be
+scored on fold 0's test split (which holds fold-1 training images) by
+accident, nor on its own training images listed again in another file
+(another layout, other paths or split names: :mod:`featkit.features.overlap`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from featkit.errors import FeatkitError
 from featkit.features.integrity import require_usable
+from featkit.features.overlap import FittedImages, Overlap, overlap, refuse_fitted
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
@@ -78,8 +81,9 @@ def train_svm(
     Training on 'test' is allowed (a deliberate upper bound); the split is recorded in what it was
     trained on, and :meth:`LinearClassifier.training_note` makes every later report say so.
 
-    The record (split, fold, n_images, rows, images_sha256 of the file's image list) is also
-    kept on the SVM as ``trained_on_``, for :meth:`LinearClassifier.from_estimator` and svm.h5.
+    The record (split, fold, n_images, rows, images_sha256 of the file's image list, the training
+    images' content fingerprints) is also kept on the SVM as ``trained_on_``, for
+    :meth:`LinearClassifier.from_estimator` and svm.h5.
     """
     check_svm_options(C, n_jobs)
     require_usable(features)
@@ -108,7 +112,7 @@ def train_svm(
                             multilabel=multilabel(features))
     svm.fit(gap, y)
     trained_on = {"split": split, "fold": fold, "n_images": int(rows.size), "rows": rows,
-                  "images_sha256": features.images_sha256}
+                  "images_sha256": features.images_sha256, "fingerprints": features.fingerprints[rows]}
     svm.trained_on_ = trained_on  # LinearClassifier.from_estimator keeps it, so scoring can refuse these rows
     return svm, trained_on
 
@@ -142,19 +146,36 @@ def training_rows(classifier: LinearClassifier, features: FeatureFile) -> np.nda
     return np.flatnonzero(features.splits[:, int(fold)] == split)
 
 
+def training_images(classifier: LinearClassifier) -> FittedImages | None:
+    """The images ``classifier`` was trained on as its record says (None for a head): rows, list, fingerprints."""
+    if classifier.is_head:
+        return None
+    a = classifier.attrs
+    rows = a.get("trained_rows")
+    prints = a.get("trained_fingerprints")
+    return FittedImages(None if rows is None else np.asarray(rows, dtype=np.int64), a.get("trained_images_sha256"),
+                        tuple(str(p) for p in (() if prints is None else prints) if p))
+
+
+def training_overlap(classifier: LinearClassifier, features: FeatureFile,
+                     rows: Sequence[int] | np.ndarray) -> Overlap | None:
+    """Which of ``rows`` are ``classifier``'s training images (by row or content); None for a head."""
+    fitted = training_images(classifier)
+    return None if fitted is None else overlap(fitted, features, rows, training_rows(classifier, features))
+
+
 def refuse_training_rows(classifier: LinearClassifier, features: FeatureFile, rows: Sequence[int] | np.ndarray,
                          what: str) -> None:
-    """FeatkitError when any of ``rows`` (``what``: "images of split 'test' of fold 0") trained ``classifier``."""
-    trained = training_rows(classifier, features)
-    if trained is None:
+    """FeatkitError when any of ``rows`` (``what``: "images of split 'test' of fold 0") trained ``classifier``:
+    the same rows of the same image list, or the same image content in any file."""
+    fitted = training_images(classifier)
+    if fitted is None:
         return
-    shared = np.intersect1d(np.asarray(rows, dtype=np.int64), trained)
-    if shared.size:
-        split, fold = classifier.attrs.get("trained_split"), classifier.attrs.get("trained_fold")
-        raise FeatkitError(
-            f"{shared.size} of the {len(rows)} {what} are training images of {classifier.source} "
-            f"(split {split!r} of fold {fold}); score its own fold (fold={fold}) or train an SVM on the fold you score"
-        )
+    split, fold = classifier.attrs.get("trained_split"), classifier.attrs.get("trained_fold")
+    refuse_fitted(fitted, features, rows, what, f"training images of {classifier.source} (split {split!r} of fold {fold})",
+                  f"score its own fold (fold={fold}) or train an SVM on the fold you score",
+                  "score images it was not trained on, or train an SVM without them",
+                  fitted_rows=training_rows(classifier, features))
 
 
 def check_svm_options(C: float | str, n_jobs: int | None) -> None:

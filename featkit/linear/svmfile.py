@@ -5,8 +5,9 @@ CV curve, and attributes: the solver and its options (``C_mode``, ``C_rule``,
 ``cv_folds``, ``cv_score`` of the chosen C), the feature
 normalization, the provenance of the features and what the SVM was trained on
 (``trained_split``, ``trained_fold``, ``trained_n_images``,
-``trained_images_sha256`` of the image list, and the rows in ``trained/rows``,
-so scoring can refuse them).
+``trained_images_sha256`` of the image list, the rows in ``trained/rows`` and
+the training images' content fingerprints in ``trained/fingerprints``, so
+scoring can refuse them, in this file by row and in any file by content).
 It is written atomically; :func:`classifier_for` refuses an SVM whose feature
 provenance differs from the features it is applied to.
 """
@@ -86,6 +87,8 @@ def _write_svm(path: Path, svm: OneVsAllLinearSVM, classes: list[str], features:
             for key, value in trained_attrs(trained_on).items():
                 if key == "trained_rows":  # too long for an attribute on large datasets
                     h5.create_dataset("trained/rows", data=np.asarray(value, dtype=np.int64))
+                elif key == "trained_fingerprints":
+                    h5.create_dataset("trained/fingerprints", data=np.asarray(value, dtype=object), dtype=_STR)
                 else:
                     a[key] = value
         os.replace(tmp, path)
@@ -105,6 +108,8 @@ def load_svm(path: str | Path) -> LinearClassifier:
             attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
             if "trained/rows" in h5:
                 attrs["trained_rows"] = h5["trained/rows"][:]
+            if "trained/fingerprints" in h5:
+                attrs["trained_fingerprints"] = h5["trained/fingerprints"].asstr()[:]
             return LinearClassifier(h5["weight"][:], h5["bias"][:], list(h5["classes"].asstr()[:]),
                                     str(attrs["normalize"]), str(path), "svm", attrs)
     except OSError as exc:
