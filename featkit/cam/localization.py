@@ -167,8 +167,6 @@ class LocalizationReport:
                 lines.append(f"The map is a {c['learned']} ({c['learned_cells']} cells of those {c['split']} "
                              f"images; threshold by {c['threshold_by']}): it uses the {c['split']} split's boxes, "
                              "never the scored images' boxes.")
-        if s.get("maps_cover"):
-            lines.append(f"The maps cover {s['maps_cover']}.")
         if s.get("n_skipped_no_box"):
             lines.append(f"Skipped {s['n_skipped_no_box']} images without a ground-truth box.")
         if self.per_class:
@@ -421,7 +419,6 @@ def localize(
     idx, labels = idx[has_box], labels[has_box]
     source = MapSource.of(features, root, device=device)
     boxer = CamBoxer(classifier.weight, cam_options) if calibration is None else calibration.boxer(classifier.weight)
-    frames_cover = "whole image" if source.frames(idx[:1]) is None else "centre square"
 
     scores_all = classifier.decision_function(features.gap[idx])
     top_all = top_classes(scores_all)
@@ -502,8 +499,6 @@ def localize(
     if calibration is not None:
         repeats = 0 if calibration_overlap is None else int(calibration_overlap.repeats.size)
         summary["calibration"] = {**calibration.to_dict(), "scored_repeats": repeats}
-    if frames_cover == "centre square":
-        summary["maps_cover"] = "the centre square of each image (a crop file): its boxes cannot leave it"
     if multi_threshold:
         first_hits = np.array([r["multi_hit1"] for r in per_image])
         second_hits = np.array([r["multi_hit2"] for r in per_image])
