@@ -518,7 +518,8 @@ def test_convert_then_extract_gives_1024_d_gap_and_14x14_maps(
     root = fake_cub(n_classes=1, per_class=2)
     out = tmp_path / "f.h5"
     assert main(["extract", str(root), "--dataset", "cub200", "-o", str(out), "--model", "googlenet_gap",
-                 "--weights", str(converted), "--maps", "--workers", "0", "--batch-size", "2"]) == 0
+                 "--weights", str(converted), "--maps", "--workers", "0", "--batch-size", "2",
+                 "--resize", "warp"]) == 0  # the paper's square input: 14 x 14 maps at 224 px
     with FeatureFile(out) as f:
         assert f.attrs["backbone"] == "googlenet_gap" and f.attrs["input_size"] == 224
         assert f.gap.shape == (2, 1024) and np.isfinite(f.gap).all() and f.gap.std() > 0

@@ -23,7 +23,8 @@ from featkit.features.extractor import ExtractJob
 from featkit.features.pipeline import run_job
 
 # Sharding and merging are logic: the seeded tiny backbone checks them in a fraction of the time.
-OPTIONS = ExtractOptions(model="tiny_test", batch_size=3, workers=0, maps=True, image_size=64)
+OPTIONS = ExtractOptions(model="tiny_test", batch_size=3, workers=0, maps=True, image_size=64, resize="warp")
+"""warp: rows are committed batch by batch (short-side commits a window of batches), which the resume tests count."""
 TORCHRUN_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 

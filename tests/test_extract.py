@@ -231,7 +231,7 @@ def test_progress_lines_with_speed_when_stderr_is_not_a_terminal(
     monkeypatch.setattr(cli, "PROGRESS_LINE_EVERY_S", 0.0)  # a line after every batch
     root = fake_cub(n_classes=2, per_class=4)
     assert main(["extract", str(root), "--dataset", "cub200", "--model", "tiny_test", "--image-size", "64",
-                 "--batch-size", "3", "--workers", "0", "-o", str(tmp_path / "f.h5")]) == 0
+                 "--batch-size", "3", "--workers", "0", "--resize", "warp", "-o", str(tmp_path / "f.h5")]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("extract cub200: ")]
     pattern = r"extract cub200: (\d+)/8 img \([\d.]+ %\), ([\d.]+) img/s, \d+ s( done)?"
     matches = [re.fullmatch(pattern, ln) for ln in lines]

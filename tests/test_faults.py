@@ -33,7 +33,9 @@ from featkit.features.lock import OutputLock
 from featkit.features.schema import STATUS_FAILED, STATUS_OK
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny_test", "--workers", "0", "--image-size", "64"]
+# warp: one commit per batch, the granularity these faults hit (short-side commits a window of batches at once;
+# its resume is tested in test_geometry.py)
+TINY = ["--model", "tiny_test", "--workers", "0", "--image-size", "64", "--resize", "warp"]
 
 # A CLI run in a child process with test-only hooks: a file-size limit (SIGXFSZ ignored, so writes fail
 # with EFBIG as on a full disk), the room check switched off (to reach a write that really fails), a
