@@ -25,6 +25,7 @@ from featkit.outputs import check_output_file, check_output_folder
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
     from featkit.cam.calibration import Calibration
+    from featkit.data import Dataset
     from featkit.features import FeatureFile
     from featkit.linear.classifier import LinearClassifier
     from featkit.linear.svm import OneVsAllLinearSVM
@@ -144,7 +145,6 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from featkit.data import open_dataset
     from featkit.features import ExtractOptions, extract
 
     sharding = {"rank": args.rank, "world_size": args.world_size} if args.world_size != 1 else {}
@@ -155,7 +155,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         tta=args.tta, **sharding,
     )
     options.validate()
-    dataset = open_dataset(args.dataset, args.root)
+    dataset = _extract_dataset(args)
     update, close = _progress_bar(f"extract {dataset.manifest.name}")
     try:
         result = extract(dataset, args.output, options, progress=update)
@@ -171,6 +171,27 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         for line in result.failed[:10]:
             print(f"  {line}", file=sys.stderr)
     return 0
+
+
+def _extract_dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset ``extract`` reads: --dataset, else the detected layout (said in one line), with --holdout."""
+    from featkit.data import detect_layout, open_dataset
+
+    name = args.dataset
+    if name is None:
+        found = detect_layout(args.root)
+        name = found.name
+        print(f"detected layout '{name}' at {args.root}: {found.reason} (--dataset NAME to choose another)")
+    dataset = open_dataset(name, args.root)
+    if args.holdout is not None:
+        dataset = dataset.with_holdout(args.holdout, folds=args.folds or 1, seed=args.seed)
+        print(f"split: {dataset.protocol.describe()} (recorded in {args.output})")
+    elif args.folds is not None:
+        raise FeatkitError("--folds K draws K random holdout splits; give --holdout FRACTION with it")
+    elif dataset.protocol.kind == "none" and not any(r.split for r in dataset.records()):
+        print(f"note: {dataset.manifest.title} has no train/test split; add --holdout 0.25 to hold out a "
+              "stratified quarter of each class, so svm-train and svm-eval can run")
+    return dataset
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -215,7 +236,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
-        full = evaluate(classifier, features, "test", args.fold)
+        full = evaluate(classifier, features, None, args.fold)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method) \
             if args.boxes == "cam" else None
         update, close = _progress_bar(f"crops ({args.boxes} boxes)")
@@ -298,7 +319,7 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
     """Rows named by --images (file names or glob patterns), else the split's first --limit rows."""
     import fnmatch
 
-    from featkit.linear import split_rows
+    from featkit.linear import eval_split, split_rows
 
     if args.limit < 0:
         raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
@@ -314,7 +335,7 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
     if not any(s for s in features.splits[:, 0]):
         rows = np.flatnonzero(features.status == 1)
     else:
-        rows = split_rows(features, args.split, args.fold)
+        rows = split_rows(features, args.split or eval_split(features, args.fold), args.fold)
     return rows[: args.limit] if args.limit else rows
 
 
@@ -357,6 +378,9 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
+        boxes = features.boxes_of()
+        if not any(len(boxes[int(r)]) for r in rows):
+            return _localize_unscored(features, classifier, rows, args)
         options = _cam_options(args)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method)
         update, close = _progress_bar("localize")
@@ -376,6 +400,33 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         if report.curves is not None:
             written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
         print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _localize_unscored(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray,
+                       args: argparse.Namespace) -> int:
+    """``localize`` on images without ground-truth boxes (your own photos): the predicted class's CAM box of
+    each image, printed (and written to boxes.csv with -o); there is nothing to score them against."""
+    import csv
+
+    from featkit.experiments.crops import predicted_class_boxes
+
+    boxes = predicted_class_boxes(features, classifier, rows, _cam_options(args), root=args.root)
+    predicted = classifier.decision_function(features.gap[rows]).argmax(axis=1)
+    paths = features.paths
+    table = [(paths[int(r)], classifier.classes[int(c)], *(f"{v:.1f}" for v in box))
+             for r, c, box in zip(rows, predicted, boxes)]
+    print(f"no ground-truth boxes in the {len(rows)} images of {features.path}: no localization score; "
+          "the predicted class's CAM box of each image (pixels):")
+    _print_table([("image", "predicted class", "x0", "y0", "x1", "y1"), *table[:10]])
+    if len(table) > 10:
+        print(f"... {len(table) - 10} more" + ("" if args.output else " (-o FOLDER writes them all to boxes.csv)"))
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("path", "predicted_class", "x0", "y0", "x1", "y1"), *table])
+        print(f"wrote {out / 'boxes.csv'}")
     return 0
 
 
@@ -487,7 +538,7 @@ def _C_choice(svm: OneVsAllLinearSVM) -> str:
 
 def _cmd_svm_eval(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import classifier_fold, classifier_for, evaluate
+    from featkit.linear import classifier_fold, classifier_for, eval_split, evaluate
     from featkit.viz import confusion_plot
 
     if args.confusion:
@@ -495,6 +546,7 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         fold = classifier_fold(classifier, args.fold)
+        args.split = args.split or eval_split(features, fold)
         metrics = evaluate(classifier, features, args.split, fold)
         own = " (the SVM's training fold)" if args.fold is None and "trained_fold" in classifier.attrs else ""
         print(f"{features.path} / {classifier.source}: split {args.split}, fold {fold}{own}, {metrics.n_images} images")
@@ -519,7 +571,7 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
 
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import Metrics, run_protocol, save_svm
+    from featkit.linear import Metrics, eval_split, run_protocol, save_svm
     from featkit.linear.protocol import dataset_metric
 
     C = _parse_C(args.C)
@@ -534,7 +586,7 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                 raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
             out.mkdir(parents=True, exist_ok=True)
         metric = dataset_metric(features)
-        print(f"{features.path}: {n_folds} folds, train on 'train', score 'test', metric {metric}")
+        print(f"{features.path}: {n_folds} folds, train on 'train', score {eval_split(features)!r}, metric {metric}")
 
         def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
             chosen = np.unique(svm.C_)
@@ -575,6 +627,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="local state dict .pth instead of the default weights ('random' for untrained)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
+
+
+def _add_holdout_args(p: argparse.ArgumentParser) -> None:
+    """A split for a tree or list without one (extract)."""
+    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="hold out this fraction of each class as the test split (stratified, seeded; recorded in "
+                        "the file), for a tree or list without a split of its own")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="with --holdout: K random draws (one split column each; `featkit protocol` scores them all)")
+    p.add_argument("--seed", type=int, default=0, help="with --holdout: seed of the first draw (default 0)")
 
 
 def _add_svm_fit_args(p: argparse.ArgumentParser) -> None:
@@ -647,8 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("extract", help="GAP features (and conv maps) of a dataset into features.h5")
-    p.add_argument("root", help="dataset root in its official layout (a .csv file for --dataset csv)")
-    p.add_argument("--dataset", required=True, help="layout name (see `featkit datasets`)")
+    p.add_argument("root", help="dataset root: an official layout, ROOT/<class>/*.jpg, ROOT/{train,val}/<class>/, "
+                                "or a .csv list")
+    p.add_argument("--dataset", default=None,
+                   help="layout name (see `featkit datasets`; default: detected from ROOT, said in one line)")
+    _add_holdout_args(p)
     p.add_argument("-o", "--output", required=True, help="features file to write or resume (.h5)")
     _add_model_args(p)
     p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
@@ -716,7 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("svm-eval", help="accuracy, mean per-class accuracy, top-5 (or mAP) of an svm.h5")
     p.add_argument("features")
     p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's own classifier")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None,
+                   help="split to score (default: test, or val in a train/val tree without test)")
     p.add_argument("--fold", type=int, default=None,
                    help="fold to score (default: the SVM's training fold; a fold sharing its training images is refused)")
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
@@ -734,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     def cam_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("features")
         p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
-        p.add_argument("--split", default="test", help="split to draw from (default: test)")
+        p.add_argument("--split", default=None,
+                       help="split to draw from (default: test, or val in a train/val tree without test)")
         p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
         p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
         _add_cam_option_args(p)

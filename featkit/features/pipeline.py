@@ -29,7 +29,8 @@ def extract(
 ) -> ExtractResult:
     """GAP features (and maps with ``options.maps``) of every image of ``dataset`` into ``output``.
 
-    Classes, splits and boxes come from the dataset's reader and manifest. The
+    Classes, splits and boxes come from the dataset's reader and manifest (or the
+    holdout of :meth:`Dataset.with_holdout`, recorded as ``split_protocol``). The
     file is resumable: calling again after an interruption continues where it
     stopped. ``progress(done, total)`` is called after every committed batch.
     """
@@ -37,5 +38,6 @@ def extract(
     job = ExtractJob(
         root=Path(dataset.root), records=records, classes=dataset.classes(), splits=dataset.split_table(records),
         dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(), progress=progress,
+        extra={"split_protocol": dataset.protocol.describe()},
     )
     return run_job(job)

@@ -31,7 +31,7 @@ SHARD_KEYS: tuple[str, ...] = ("shard_rank", "shard_world_size", "shard_start", 
 
 RESUME_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision", "maps", "resize",
-    "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root",
+    "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root", "split_protocol",
 )
 """Attributes that must agree for a file to be resumed by a new run (``dataset_root``: unless the run
 says the dataset moved and the committed rows' fingerprints match, see ``FeatureWriter.open``)."""
