@@ -27,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS: dict[str, str] = {
     "open_dataset": "featkit.data",
     "load_backbone": "featkit.models",
+    "register_backbone": "featkit.models.custom",
     "ExtractOptions": "featkit.features",
     "extract": "featkit.features",
     "FeatureFile": "featkit.features",
@@ -53,6 +54,7 @@ __all__ = [
     "__version__",
     "open_dataset",
     "load_backbone",
+    "register_backbone",
     "ExtractOptions",
     "extract",
     "FeatureFile",
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
         train_svm,
     )
     from featkit.models import load_backbone
+    from featkit.models.custom import register_backbone
     from featkit.viz import render_cams
 
 

@@ -109,17 +109,68 @@ def _progress_lines(desc: str, unit: str) -> tuple[Callable[[int, int], None], C
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    if args.timm is not None:
+        return _list_timm_models(args)
     from featkit.models import DEFAULT_BACKBONE, backbone_names, get_backbone_spec
 
     rows = [("name", "K", "stride", "input", "head", "weights", "available")]
+    records = []
     for name in backbone_names():
         spec = get_backbone_spec(name)
-        mark = "yes" if spec.default_weights_available() else "no (--weights PATH)"
+        if not spec.listed:
+            continue
+        available = spec.default_weights_available()
+        mark = "yes" if available else "no (--weights PATH)"
         label = f"{name} (default)" if name == DEFAULT_BACKBONE else name
         rows.append((label, str(spec.channels), str(spec.stride), str(spec.input_size), spec.head or "-",
                      spec.weights_source, mark))
+        records.append({"name": name, "default": name == DEFAULT_BACKBONE, "channels": spec.channels,
+                        "stride": spec.stride, "input_size": spec.input_size, "head": spec.head,
+                        "weights_source": spec.weights_source, "weights_available": available,
+                        "mean": list(spec.mean), "std": list(spec.std)})
+    return _emit(args, records, rows, "timm CNNs too: --model timm:NAME (featkit models --timm PATTERN lists them)")
+
+
+def _list_timm_models(args: argparse.Namespace) -> int:
+    """``featkit models --timm [PATTERN]``: the timm models ``--model timm:NAME`` takes."""
+    from featkit.models.timm_backbones import PROBE_AT_MOST, timm_models
+
+    found = timm_models(args.timm or "*")
+    rows = [("name", "K", "stride", "input", "interpolation")]
+    rows += [(f"timm:{m.name}", str(m.channels or "?"), str(m.stride or "?"), str(m.input_size), m.interpolation)
+             for m in found]
+    records = [{"name": f"timm:{m.name}", "channels": m.channels or None, "stride": m.stride or None,
+                "input_size": m.input_size, "interpolation": m.interpolation} for m in found]
+    note = (f"{len(found)} models with a spatial feature map" +
+            (f"; K and stride are measured for a pattern matching at most {PROBE_AT_MOST}" if len(found) > PROBE_AT_MOST
+             else ""))
+    return _emit(args, records, rows, note)
+
+
+def _emit(args: argparse.Namespace, records: object, rows: Sequence[Sequence[str]], note: str = "") -> int:
+    """The verb's result: a JSON document with --json, else the table (and a note line)."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(records, indent=2, allow_nan=False, default=_jsonable))
+        return 0
     _print_table(rows)
+    if note:
+        print(note)
     return 0
+
+
+def _jsonable(value: object) -> object:
+    """numpy scalars and arrays as plain JSON values (NaN, which JSON lacks, as null)."""
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
@@ -629,6 +680,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
 
 
+def _add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON (the same numbers) instead of text")
+
+
 def _add_holdout_args(p: argparse.ArgumentParser) -> None:
     """A split for a tree or list without one (extract)."""
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
@@ -702,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the backbones, their K, stride, input size and weights")
+    p.add_argument("--timm", nargs="?", const="*", default=None, metavar="PATTERN",
+                   help="list the timm CNNs --model timm:NAME takes, matching PATTERN (e.g. 'resnet*'; needs timm)")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", help="list the dataset layouts and their protocols")

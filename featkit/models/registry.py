@@ -69,9 +69,15 @@ class BackboneSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     head: str = "imagenet-1k"
     """What the backbone's own head predicts ('' when it has none)."""
+    listed: bool = True
+    """Shown by ``featkit models`` (False: for tests only)."""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+
+
+_RESOLVERS: dict[str, Callable[[str], BackboneSpec]] = {}
+"""``prefix`` -> the function that makes the spec of ``prefix:NAME`` (``timm:resnet18``) on first use."""
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
@@ -81,16 +87,28 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
+def register_resolver(prefix: str, resolve: Callable[[str], BackboneSpec]) -> None:
+    """Names ``prefix:ANYTHING`` are specs made by ``resolve(name)`` (a family too large to register one by one)."""
+    if prefix in _RESOLVERS:
+        raise ValueError(f"a backbone family {prefix!r} is already registered")
+    _RESOLVERS[prefix] = resolve
+
+
 def backbone_names() -> list[str]:
     return list(_REGISTRY)
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
+    prefix = name.split(":", 1)[0] if ":" in name else None
+    if prefix in _RESOLVERS:
+        return _RESOLVERS[prefix](name)
     try:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(_REGISTRY)
-        raise FeatkitError(f"unknown backbone '{name}'; choose one of: {known} (see featkit.models.backbone_names())") from None
+        families = "".join(f", {p}:NAME" for p in _RESOLVERS)
+        raise FeatkitError(f"unknown backbone '{name}'; choose one of: {known}{families} "
+                           "(see featkit.models.backbone_names())") from None
 
 
 def load_backbone(name: str, weights: str | None = None) -> tuple[BackboneSpec, Backbone, WeightsInfo]:

@@ -1,0 +1,100 @@
+"""timm CNNs as backbones (``timm:NAME``): features and head CAMs equal timm's own, with a local weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image
+
+from featkit.cli.main import main
+from featkit.errors import FeatkitError
+from featkit.features import FeatureFile
+from featkit.features.extractor import preprocessed_batches
+from featkit.models import get_backbone_spec, load_backbone
+
+timm = pytest.importorskip("timm", reason="timm is the optional extra featkit[timm] (in dev)")
+
+ARCHS = {"resnet18": ("layer4", "fc"), "convnext_nano": None, "efficientnet_b0": ("bn2", "classifier")}
+"""arch -> (torchcam target layer, classifier) where the head is GAP + linear; None where it is not."""
+
+
+def _weights(tmp_path: Path, arch: str, suffix: str = ".pth") -> tuple[torch.nn.Module, Path]:
+    """An untrained timm model (seeded) and its state dict in a local file (nothing downloads)."""
+    torch.manual_seed(0)
+    net = timm.create_model(arch, pretrained=False).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrong normalisation would show
+        for name, buffer in net.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    path = tmp_path / f"{arch}{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    else:
+        torch.save(net.state_dict(), path)
+    return net, path
+
+
+def _tree(root: Path) -> Path:
+    for c in range(2):
+        for j in range(2):
+            write_image(root / f"c{c}" / f"i{j}.jpg", (80 + 10 * j, 70 + 6 * c), seed=10 * c + j)
+    return root
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_timm_gap_features_equal_forward_features_mean(tmp_path: Path, arch: str) -> None:
+    net, weights = _weights(tmp_path, arch, ".safetensors" if arch == "resnet18" else ".pth")
+    root, out = _tree(tmp_path / "imgs"), tmp_path / "f.h5"
+    assert main(["extract", str(root), "-o", str(out), "--model", f"timm:{arch}", "--weights", str(weights),
+                 "--image-size", "96", "--resize", "crop", "--holdout", "0.5"]) == 0
+    spec = get_backbone_spec(f"timm:{arch}")
+    cfg = timm.models.get_pretrained_cfg(arch)
+    assert (spec.mean, spec.std, spec.input_size) == (tuple(cfg.mean), tuple(cfg.std), cfg.input_size[-1])
+    with FeatureFile(out) as features:
+        assert features.attrs["backbone"] == f"timm:{arch}" and features.gap.shape == (4, net.num_features)
+        assert tuple(features.attrs["mean"]) == pytest.approx(cfg.mean)
+        x = next(preprocessed_batches(features.attrs, root, list(features.paths), 8, torch.device("cpu")))
+        with torch.no_grad():
+            expected = net.forward_features(x.contiguous()).mean(dim=(2, 3)).numpy()
+        np.testing.assert_allclose(features.gap[:], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [a for a, cam in ARCHS.items() if cam])
+def test_timm_head_cam_equals_torchcam(tmp_path: Path, arch: str) -> None:
+    torchcam = pytest.importorskip("torchcam.methods", reason="torchcam is a dev dependency")
+    from featkit.cam import class_activation_maps
+
+    net, weights = _weights(tmp_path, arch)
+    _, backbone, info = load_backbone(f"timm:{arch}", str(weights))
+    assert backbone.head is not None and info.identifier == str(weights.resolve())
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    target, fc = ARCHS[arch]  # type: ignore[misc]
+    with torch.no_grad():
+        maps = backbone.forward_features(x)
+        ours = class_activation_maps(maps, backbone.head.weight, np.array([3, 7]))[:, 0]
+    extractor = torchcam.CAM(net, target_layer=target, fc_layer=fc, input_shape=(3, 96, 96))
+    try:
+        scores = net(x)
+        theirs = extractor([3, 7], scores, normalized=False)[0]
+    finally:
+        extractor.remove_hooks()
+    np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_convnext_has_no_gap_linear_head_and_vit_is_refused(tmp_path: Path) -> None:
+    _, backbone, _ = load_backbone("timm:convnext_nano", "random")
+    assert backbone.head is None  # LayerNorm after pooling: its classifier weights are not CAM weights
+    with pytest.raises(FeatkitError, match="vit_tiny_patch16_224 gives features of shape 197x192, not a spatial"):
+        get_backbone_spec("timm:vit_tiny_patch16_224")
+    with pytest.raises(FeatkitError, match="timm has no model 'resnet1888'"):
+        get_backbone_spec("timm:resnet1888")
+    net, weights = _weights(tmp_path, "resnet18")
+    with pytest.raises(FeatkitError, match="do not fit this backbone"):
+        load_backbone("timm:efficientnet_b0", str(weights))
