@@ -65,6 +65,7 @@ from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 from featkit.linear.protocol import refuse_training_rows
+from featkit.outputs import jsonable
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """IoU thresholds of MaxBoxAccV2 (Choe et al.)."""
@@ -186,7 +187,7 @@ class LocalizationReport:
         document: dict[str, Any] = {"summary": self.summary, "per_class": self.per_class, "curves": self.curves_dict()}
         if per_image:
             document["per_image"] = self.per_image
-        target.write_text(json.dumps(_jsonable(document), indent=2) + "\n", encoding="utf-8")
+        target.write_text(json.dumps(jsonable(document), indent=2) + "\n", encoding="utf-8")
         return target
 
 
@@ -213,18 +214,6 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ------------------------------------------------------------------ localize

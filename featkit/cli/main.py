@@ -20,13 +20,14 @@ import numpy as np
 from featkit import __version__
 from featkit.cli.flags import to_flags
 from featkit.errors import FeatkitError
-from featkit.outputs import check_output_file, check_output_folder
+from featkit.outputs import check_output_file, check_output_folder, jsonable
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
     from featkit.cam.calibration import Calibration
     from featkit.data import Dataset
     from featkit.features import FeatureFile
+    from featkit.linear import Metrics
     from featkit.linear.classifier import LinearClassifier
     from featkit.linear.svm import OneVsAllLinearSVM
 
@@ -152,7 +153,7 @@ def _emit(args: argparse.Namespace, records: object, rows: Sequence[Sequence[str
     if getattr(args, "json", False):
         import json
 
-        print(json.dumps(records, indent=2, allow_nan=False, default=_jsonable))
+        print(json.dumps(jsonable(records), indent=2, allow_nan=False))
         return 0
     _print_table(rows)
     if note:
@@ -160,23 +161,11 @@ def _emit(args: argparse.Namespace, records: object, rows: Sequence[Sequence[str
     return 0
 
 
-def _jsonable(value: object) -> object:
-    """numpy scalars and arrays as plain JSON values (NaN, which JSON lacks, as null)."""
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def _cmd_datasets(args: argparse.Namespace) -> int:
     from featkit.data import load_manifest, manifest_names
 
     rows = [("name", "dataset", "protocol", "metric", "paper (GoogLeNet-GAP)")]
+    records = []
     for name in manifest_names():
         m = load_manifest(name)
         p = m.protocol
@@ -187,6 +176,11 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             protocol = p.kind if p.official_folds == 1 else f"official, {p.official_folds} partitions"
         paper = m.paper.get("googlenet_gap", m.paper.get("full_image_googlenet_gap", "-"))
         rows.append((name, m.title, protocol, m.metric, str(paper)))
+        records.append({"name": name, "title": m.title, "protocol": protocol, "metric": m.metric,
+                        "paper_googlenet_gap": None if paper == "-" else paper, "layout": " ".join(m.layout.split()),
+                        "class_order": m.class_order})
+    if args.json:
+        return _emit(args, records, rows)
     _print_table(rows)
     if args.verbose:
         for name in manifest_names():
@@ -442,7 +436,10 @@ def _cmd_localize(args: argparse.Namespace) -> int:
                               calibration=calibration)
         finally:
             close()
-    print(report.to_markdown())
+    if args.json:
+        _emit(args, {"summary": report.summary, "per_class": report.per_class, "curves": report.curves_dict()}, [])
+    else:
+        print(report.to_markdown())
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -450,7 +447,7 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
         if report.curves is not None:
             written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
-        print("wrote " + ", ".join(str(p) for p in written))
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -467,17 +464,32 @@ def _localize_unscored(features: FeatureFile, classifier: LinearClassifier, rows
     paths = features.paths
     table = [(paths[int(r)], classifier.classes[int(c)], *(f"{v:.1f}" for v in box))
              for r, c, box in zip(rows, predicted, boxes)]
-    print(f"no ground-truth boxes in the {len(rows)} images of {features.path}: no localization score; "
-          "the predicted class's CAM box of each image (pixels):")
-    _print_table([("image", "predicted class", "x0", "y0", "x1", "y1"), *table[:10]])
-    if len(table) > 10:
+    if args.json:
+        _emit(args, {"summary": None, "boxes": [{"path": p, "predicted_class": c, "box": [float(v) for v in b]}
+                                                for p, c, *b in table]}, [])
+    else:
+        print(f"no ground-truth boxes in the {len(rows)} images of {features.path}: no localization score; "
+              "the predicted class's CAM box of each image (pixels):")
+        _print_table([("image", "predicted class", "x0", "y0", "x1", "y1"), *table[:10]])
+    if len(table) > 10 and not args.json:
         print(f"... {len(table) - 10} more" + ("" if args.output else " (-o FOLDER writes them all to boxes.csv)"))
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([("path", "predicted_class", "x0", "y0", "x1", "y1"), *table])
-        print(f"wrote {out / 'boxes.csv'}")
+        print(f"wrote {out / 'boxes.csv'}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.features.export import export
+
+    with FeatureFile(args.features) as features:
+        path = export(features, args.output, overwrite=args.overwrite)
+        print(f"wrote {path}: {len(features)} images x {features.gap.shape[1]} features "
+              f"(with labels, classes, splits, paths, sizes, status and boxes)")
     return 0
 
 
@@ -496,8 +508,15 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from featkit.features.info import describe
+    from featkit.features.info import describe, summary
 
+    if args.json:
+        document = summary(args.features, check=args.check)
+        _emit(args, document, [])
+        if document["problems"]:
+            raise FeatkitError(f"{args.features} is damaged (problems listed in the JSON); re-extract it with "
+                               "overwrite=True")
+        return 0
     text, problems = describe(args.features, check=args.check)
     print(to_flags(text))
     if problems:
@@ -599,6 +618,12 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
         fold = classifier_fold(classifier, args.fold)
         args.split = args.split or eval_split(features, fold)
         metrics = evaluate(classifier, features, args.split, fold)
+        top5 = len(classifier.classes) > 5  # with 5 classes or fewer every image is in its top 5
+        if args.json:
+            _emit(args, _eval_document(features, classifier, args.split, fold, metrics, top5), [])
+            if args.confusion:
+                confusion_plot(metrics, classifier.classes, args.confusion)
+            return 0
         own = " (the SVM's training fold)" if args.fold is None and "trained_fold" in classifier.attrs else ""
         print(f"{features.path} / {classifier.source}: split {args.split}, fold {fold}{own}, {metrics.n_images} images")
         if classifier.training_note():
@@ -606,7 +631,8 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
         if np.isnan(metrics.map):
             print(f"  accuracy                 {100 * metrics.accuracy:6.2f} %")
             print(f"  mean per-class accuracy  {100 * metrics.mean_per_class_accuracy:6.2f} %")
-            print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
+            if top5:
+                print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
         else:
             print(f"  mean average precision   {100 * metrics.map:6.2f} %")
         if args.per_class:
@@ -620,9 +646,20 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_document(features: FeatureFile, classifier: LinearClassifier, split: str, fold: int, metrics: Metrics,
+                   top5: bool) -> dict[str, object]:
+    """svm-eval's numbers as JSON (fractions in [0, 1], as the library gives them; the text shows %)."""
+    return {"features": str(features.path), "classifier": classifier.source, "split": split, "fold": fold,
+            "n_images": metrics.n_images, "training_note": classifier.training_note() or None,
+            "accuracy": metrics.accuracy, "mean_per_class_accuracy": metrics.mean_per_class_accuracy,
+            "top5": metrics.top5 if top5 else None, "map": metrics.map,
+            "per_class": [{"class": c, "images": n, "value": v} for c, n, v in metrics.per_class],
+            "confusion": metrics.confusion}
+
+
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import Metrics, eval_split, run_protocol, save_svm
+    from featkit.linear import eval_split, run_protocol, save_svm
     from featkit.linear.protocol import dataset_metric
 
     C = _parse_C(args.C)
@@ -637,7 +674,9 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                 raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
             out.mkdir(parents=True, exist_ok=True)
         metric = dataset_metric(features)
-        print(f"{features.path}: {n_folds} folds, train on 'train', score {eval_split(features)!r}, metric {metric}")
+        say = (lambda *a, **k: None) if args.json else print  # --json: one document at the end instead
+        say(f"{features.path}: {n_folds} folds, train on 'train', score {eval_split(features)!r}, metric {metric}")
+        folds: list[dict[str, object]] = []
 
         def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
             chosen = np.unique(svm.C_)
@@ -649,11 +688,17 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                 path = save_svm(out / f"svm_fold{fold}.h5", svm, features.classes, features, trained_on,
                                 overwrite=args.overwrite)
                 saved = f" -> {path}"
-            print(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
-                  flush=True)
+            say(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
+                flush=True)
+            folds.append({"fold": fold, "train_images": trained_on["n_images"], "test_images": m.n_images,
+                          "C": chosen, "accuracy": m.accuracy, "mean_per_class_accuracy": m.mean_per_class_accuracy,
+                          "map": m.map, "svm": saved.removeprefix(" -> ") or None})
 
         result = run_protocol(features, metric, n_folds, on_fold=fold_done, C=C, normalize=args.normalize,
                               per_class_C=args.per_class_C, n_jobs=args.jobs)
+    if args.json:
+        return _emit(args, {"features": str(args.features), "metric": metric, "mean": result.mean, "std": result.std,
+                            "per_fold": result.per_fold, "folds": folds}, [])
     spread = "mean +- std" if len(result.per_fold) > 1 else "one fold"
     print(f"{metric} over {len(result.per_fold)} folds: {result} % ({spread})")
     return 0
@@ -764,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="list the dataset layouts and their protocols")
     p.add_argument("-v", "--verbose", action="store_true", help="also print each layout")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("extract", help="GAP features (and conv maps) of a dataset into features.h5")
@@ -806,7 +852,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features")
     p.add_argument("--check", action="store_true",
                    help="also read every stored conv map (slow on big files); exit 2 when damage is found")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="features, labels, splits, paths and boxes of a features.h5 as .npz, "
+                                      ".parquet or .csv (numpy / pandas)")
+    p.add_argument("features")
+    p.add_argument("-o", "--output", required=True, help="file to write: out.npz, out.parquet or out.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="CAMs of the ImageNet head on bundled photos (offline), with an index page")
     p.add_argument("-o", "--output", default="featkit-demo", help="output folder (default: featkit-demo)")
@@ -845,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fold to score (default: the SVM's training fold; a fold sharing its training images is refused)")
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_svm_eval)
 
     p = sub.add_parser("protocol", help="train and score an SVM on every fold of the split protocol: mean +- std")
@@ -853,6 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None, help="only the first N folds (default: all the file defines)")
     _add_svm_fit_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing svm_fold<k>.h5 files")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_protocol)
 
     def cam_args(p: argparse.ArgumentParser) -> None:
@@ -889,6 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threshold step of the wsol sweep (default 0.01; wsolevaluation's own default is 0.001)")
     p.add_argument("--multi-threshold", action="store_true",
                    help="also score the original CAM code's two-box ILSVRC heuristic")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_localize)
 
     p = sub.add_parser("discover", help="pattern discovery (Sec. 4.2): SVM on positive vs negative images + CAMs")

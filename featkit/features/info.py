@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,27 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         lines.append(f"  integrity    ok ({checked} read" + ("" if check or not f.has_maps else
                                                            "; check=True also reads the maps") + ")")
         return "\n".join(lines), []
+
+
+def summary(path: str | Path, check: bool = False) -> dict[str, Any]:
+    """What :func:`describe` says, as a JSON-ready document: provenance attributes, counts, damage found."""
+    with FeatureFile(path) as f:
+        problems = damage(f, maps=check)
+        document: dict[str, Any] = {"path": str(f.path), "attrs": dict(f.attrs), "problems": problems}
+        if problems:
+            return document
+        labels, status, box = f.labels, f.status, f.box
+        head = f.head()
+        document.update(
+            complete=f.complete, n_images=len(f), labelled=int((labels >= 0).sum()), classes=f.classes,
+            gap_shape=list(f.h5["features/gap"].shape),
+            maps_shape=list(f.h5["features/maps"].shape) if f.has_maps else None,
+            splits=[dict(Counter(s for s in f.splits[:, fold] if s)) for fold in range(f.splits.shape[1])],
+            images_with_box=int((~np.isnan(box).any(axis=1)).sum()), boxes=int(f.h5["images/boxes"].shape[0]),
+            status={"ok": int((status == STATUS_OK).sum()), "unreadable": int((status == STATUS_FAILED).sum())},
+            head_shape=list(head.weight.shape) if head is not None else None,
+        )
+        return document
 
 
 def _damaged(f: FeatureFile, problems: list[str], check: bool) -> str:

@@ -655,6 +655,19 @@ class FeatureFile:
             chunk = idx[lo : lo + batch]
             yield chunk, self.maps(chunk)
 
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Plain arrays by name: features, labels, classes, paths, splits, sizes, status, boxes
+        (:func:`featkit.features.export.to_numpy`)."""
+        from featkit.features.export import to_numpy
+
+        return to_numpy(self)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per image (:func:`featkit.features.export.to_pandas`; needs pandas)."""
+        from featkit.features.export import to_pandas
+
+        return to_pandas(self)
+
     def close(self) -> None:
         if self.h5.id.valid:
             self.h5.close()
