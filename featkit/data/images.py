@@ -21,7 +21,6 @@ before any pixel is decoded (an unreadable image: status 2 under
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint  # noqa: F401  (their old home)
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 
 __all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
@@ -46,20 +46,6 @@ class Loaded:
     size: tuple[int, int]  # original (width, height); (0, 0) when unreadable
     error: str = ""
     fingerprint: str = ""  # file_fingerprint of the file ('' when it cannot be read)
-
-
-FINGERPRINT_BYTES = 64 * 1024
-
-
-def file_fingerprint(path: Path) -> str:
-    """``<bytes>:<blake2b of the first 64 KiB>``: cheap evidence that a file is the one extracted earlier."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            head = handle.read(FINGERPRINT_BYTES)
-    except OSError:
-        return ""
-    return f"{size}:{hashlib.blake2b(head, digest_size=16).hexdigest()}"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

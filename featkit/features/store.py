@@ -56,10 +56,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from featkit.data.base import ImageRecord
-from featkit.data.images import file_fingerprint
+from featkit.data.fingerprint import file_fingerprint
 from featkit.errors import FeatkitError
 from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
 from featkit.features.schema import (
@@ -635,6 +634,8 @@ class FeatureFile:
             unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
             raw = stored[unique]
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
+        import torch  # here, not at the top: reading a file's tables (featkit info) needs no torch
+
         maps = torch.from_numpy(raw).float().numpy()
         bad = ~np.isfinite(maps)
         if bad.any() and self.attrs.get("resize") == "short-side":

@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from featkit.errors import FeatkitError
+from featkit.models.names import RANDOM
 from featkit.models.registry import IMAGENET_MEAN, IMAGENET_STD, Backbone, BackboneSpec, WeightsInfo
 from featkit.models.registry import register_backbone as register_spec
 from featkit.models.weights import load_into, read_state_dict
-
-RANDOM = "random"
 
 Factory = Callable[[bool], nn.Module]
 """``factory(pretrained)``: the network, with its default weights when ``pretrained`` (else untrained)."""
@@ -136,8 +135,8 @@ def attribute_head(attribute: str | None) -> HeadOf | None:
 
 
 def register_backbone(
-    name: str,
-    factory: Callable[[], nn.Module],
+    name: str | BackboneSpec,
+    factory: Callable[[], nn.Module] | None = None,
     *,
     input_size: int = 224,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
@@ -153,7 +152,12 @@ def register_backbone(
     ``nn.Linear`` applied to the GAP vector, whose rows are then CAM weights (``'head'`` as the classifier).
     ``weights=PATH`` loads a state dict of the same network over the factory's. K and the stride are
     measured, and a network whose features are not a spatial map is refused.
+    A :class:`BackboneSpec` alone (``register_backbone(spec)``) is registered as it is.
     """
+    if isinstance(name, BackboneSpec):
+        return register_spec(name)
+    if factory is None:
+        raise FeatkitError(f"register_backbone({name!r}) needs factory=, a function that builds the nn.Module")
     with torch.device("meta"):
         probe = factory()
     method = features or ("forward_features" if hasattr(probe, "forward_features") else "forward")

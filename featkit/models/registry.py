@@ -94,11 +94,18 @@ def register_resolver(prefix: str, resolve: Callable[[str], BackboneSpec]) -> No
     _RESOLVERS[prefix] = resolve
 
 
+def _register_shipped() -> None:
+    """Import the modules that register featkit's own backbones (once; they import torchvision and timm lazily)."""
+    from featkit.models import builders, timm_backbones, tiny  # noqa: F401
+
+
 def backbone_names() -> list[str]:
+    _register_shipped()
     return list(_REGISTRY)
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
+    _register_shipped()
     prefix = name.split(":", 1)[0] if ":" in name else None
     if prefix in _RESOLVERS:
         return _RESOLVERS[prefix](name)
