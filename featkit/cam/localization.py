@@ -66,6 +66,7 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 from featkit.linear.protocol import refuse_training_rows
 from featkit.outputs import jsonable
+from featkit.progress import progress_callback
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """IoU thresholds of MaxBoxAccV2 (Choe et al.)."""
@@ -326,7 +327,7 @@ def localize(
     protocol: str = "featkit",
     cam_curve_interval: float | None = None,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = True,
     calibration: Calibration | None = None,
 ) -> LocalizationReport:
     """Score CAM boxes of ``rows`` against their ground-truth boxes.
@@ -343,7 +344,8 @@ def localize(
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
     None. Rows the classifier was trained on are refused (FeatkitError).
-    ``progress(done, total)`` is called after every batch of maps.
+    ``progress``: True draws a ``tqdm.auto`` bar, False is silent, a function ``progress(done, total)``
+    is called after every batch of maps.
 
     ``protocol`` picks how the sweep scores the scored class's CAM:
     ``"featkit"`` (default; ``sweep_normalization`` and ``sweep_thresholds``
@@ -376,6 +378,7 @@ def localize(
     require_usable(features)
     idx = features.check_rows(rows)
     refuse_training_rows(classifier, features, idx, "images to localize")
+    progress = progress_callback(progress, "localize")
     labels = features.labels[idx]
     agnostic = class_agnostic(features, classifier, idx)
     mapping = None if agnostic else classifier.class_mapping(features)
