@@ -197,7 +197,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
         overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, resize=args.resize,
-        tta=args.tta, **sharding,
+        tta=args.tta, layer=args.layer, **sharding,
     )
     options.validate()
     dataset = _extract_dataset(args)
@@ -821,7 +821,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="features file to write or resume (.h5)")
     _add_model_args(p)
     p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="GAP features (and maps) of this inner module of the backbone body (e.g. layer3 of a timm "
+                        "ResNet) instead of the last conv layer; recorded in the file; it has no head: train an SVM")
+    p.add_argument("--batch-size", type=int, default=32, help="images read, run and written together (default 32)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic; 0 on small CPU machines, min(4, cores) on GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],

@@ -63,6 +63,9 @@ class ExtractOptions:
     """Input geometry (:mod:`featkit.data.geometry`): ``warp``, ``short-side`` or ``crop``."""
     tta: str = "none"
     """``flip``: features (and maps, flipped back) are the mean of the image's and its mirror's."""
+    layer: str | None = None
+    """A module of the backbone body (``named_modules`` name) whose output is the feature map instead of the
+    last conv layer: GAP features of an inner stage (recorded as ``feature_layer``; no head is stored)."""
     rank: int = 0
     world_size: int = 1
     """``world_size > 1``: this process extracts the ``rank``-th contiguous block of rows into its own
@@ -277,7 +280,7 @@ def extract_rows(job: ExtractJob) -> ExtractResult:
     if not job.records:
         raise FeatkitError(f"no images to extract under {job.root}; check the dataset root and the dataset layout")
     device = resolve_device(options.device)
-    spec, model, weights = load_backbone(options.model, options.weights)
+    spec, model, weights = load_backbone(options.model, options.weights, options.layer)
     provenance = job_provenance(job, spec, model, weights.identifier, weights.sha256)
     head = None
     if model.head is not None:
@@ -590,7 +593,7 @@ def weights_argument(attrs: dict[str, Any]) -> str | None:
 def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
     """The backbone that wrote a features file, with the same weights (checked by sha256)."""
     name = str(attrs["backbone"])
-    spec, model, info = load_backbone(name, weights_argument(attrs))
+    spec, model, info = load_backbone(name, weights_argument(attrs), str(attrs.get("feature_layer") or "") or None)
     if info.sha256 != str(attrs.get("weights_sha256", "")):
         raise FeatkitError(
             f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
