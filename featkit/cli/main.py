@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import numpy as np
 
@@ -34,11 +34,45 @@ if TYPE_CHECKING:
 log = logging.getLogger("featkit")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return self._default_text(action.help or "", action)
+
+    @staticmethod
+    def _default_text(text: str, action: argparse.Action) -> str:
+        if (action.default is None or action.default is False or action.default == argparse.SUPPRESS
+                or "default" in text or not action.option_strings or isinstance(action.default, list)):
+            return text
+        default = ",".join(f"{v:g}" for v in action.default) if isinstance(action.default, tuple) else action.default
+        return f"{text} (default: {default})" if text else f"(default: {default})"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (no usage block) and exits 2."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """An option given without help still shows its default in --help."""
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = _HelpFormatter._default_text("", action)
+        return action
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: None = None) -> argparse.Namespace:  # type: ignore[override]
+        """An unknown option is reported by the verb it was given to (``featkit cam: error: ...``)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            verb = self._verbs.get(getattr(parsed, "command", None) or "", self) if hasattr(self, "_verbs") else self
+            verb.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 PROGRESS_LINE_EVERY_S = 30.0
@@ -395,7 +429,10 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
-        rows = _select_rows(features, args)
+        limit, args.limit = args.limit, 0
+        every = _select_rows(features, args)
+        args.limit = limit
+        rows = every[:limit] if limit else every
         methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
         args.method = methods[0]
         calibrations = _calibrations(features, classifier, args, methods)
@@ -407,6 +444,9 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         finally:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
+    if len(rows) < len(every):
+        print(f"  the first {len(rows)} of the {len(every)} selected images (--limit {args.limit}); --limit 0 draws "
+              "them all")
     return 0
 
 
@@ -800,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    parser._verbs = sub.choices  # type: ignore[attr-defined]  # for errors about unknown options
 
     p = sub.add_parser("models", help="list the backbones, their K, stride, input size and weights")
     p.add_argument("--timm", nargs="?", const="*", default=None, metavar="PATTERN",
@@ -922,7 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
         p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
         _add_cam_option_args(p)
-        p.add_argument("--device", default="auto")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (networks run for dgl and --scales)")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
     cam_args(p)
@@ -967,10 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
     p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
     _add_cam_option_args(p)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32, help="crops read, run and written together")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing crops file from another run")
     p.set_defaults(func=_cmd_crops)
 
     p = sub.add_parser("units", help="class-specific units: rank units by w_k^c and show what fires them (Sec. 5)")
