@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import make_fake_cub
 
@@ -75,3 +76,27 @@ def test_dataset_length(tmp_path: Path) -> None:
     from featkit import open_dataset
 
     assert len(open_dataset("cub200", make_fake_cub(tmp_path / "cub", 2, 3))) == 6
+
+
+def test_binary_svm_works_with_sklearn_binary_scorers() -> None:
+    """sklearn's roc_auc scorer needs (N,) binary scores: binary_scores='difference' gives them."""
+    import warnings
+
+    from sklearn.model_selection import cross_val_score
+
+    from featkit.linear import OneVsAllLinearSVM
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    X = np.abs(rng.normal(size=(60, 8)) + 1.5 * y[:, None] * (np.arange(8) < 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns about the failing fits of the default form
+        default = cross_val_score(OneVsAllLinearSVM(C=1.0), X, y, scoring="roc_auc", cv=3)
+    assert np.isnan(default).all()  # (N, 2) columns: featkit's CAM convention, not a binary score
+    svm = OneVsAllLinearSVM(C=1.0, binary_scores="difference")
+    auc = cross_val_score(svm, X, y, scoring="roc_auc", cv=3)
+    assert np.isfinite(auc).all() and auc.mean() > 0.8
+    fitted = svm.fit(X, y)
+    columns = OneVsAllLinearSVM(C=1.0).fit(X, y).decision_function(X)
+    np.testing.assert_allclose(fitted.decision_function(X), columns[:, 1] - columns[:, 0])
+    np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[columns.argmax(axis=1)])
