@@ -11,8 +11,9 @@ info``) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from featkit.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "STATUS_FAILED": "featkit.features.schema",
@@ -56,14 +57,4 @@ if TYPE_CHECKING:
     from featkit.features.store import FeatureFile, FeatureWriter, Head, check_images
 
 
-def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featkit.features' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@ exported, also unreadable images (``status`` says which rows hold features).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -18,12 +18,36 @@ from featkit.outputs import check_output_file
 if TYPE_CHECKING:
     import pandas as pd
 
-    from featkit.features.store import FeatureFile
+class Readable(Protocol):
+    """What export reads of a features file (:class:`~featkit.features.store.FeatureFile` has it all)."""
+
+    path: Path
+
+    def __len__(self) -> int: ...
+    @property
+    def gap(self) -> np.ndarray: ...
+    @property
+    def labels(self) -> np.ndarray: ...
+    @property
+    def classes(self) -> list[str]: ...
+    @property
+    def paths(self) -> list[str]: ...
+    @property
+    def splits(self) -> np.ndarray: ...
+    @property
+    def sizes(self) -> np.ndarray: ...
+    @property
+    def status(self) -> np.ndarray: ...
+    @property
+    def box(self) -> np.ndarray: ...
+    @property
+    def attributes(self) -> np.ndarray | None: ...
+    def boxes_of(self) -> list[np.ndarray]: ...
 
 EXPORT_SUFFIXES = (".npz", ".parquet", ".csv")
 
 
-def to_numpy(features: FeatureFile) -> dict[str, np.ndarray]:
+def to_numpy(features: Readable) -> dict[str, np.ndarray]:
     """Plain arrays of a features file, one per name (the names of an exported ``.npz``).
 
     ``features`` (N, K) float32 GAP, ``labels`` (N,) (-1: none), ``classes`` (C,), ``paths`` (N,),
@@ -46,7 +70,7 @@ def to_numpy(features: FeatureFile) -> dict[str, np.ndarray]:
     return out
 
 
-def to_pandas(features: FeatureFile) -> pd.DataFrame:
+def to_pandas(features: Readable) -> pd.DataFrame:
     """One row per image: path, label, class, split (``split_<f>`` per fold when there are several),
     width, height, status, the main box (x0..y1, NaN: none), then the K features ``f0..f<K-1>`` (float32)."""
     pd = _pandas()
@@ -69,7 +93,7 @@ def to_pandas(features: FeatureFile) -> pd.DataFrame:
     return pd.concat([table, gap], axis=1)
 
 
-def export(features: FeatureFile, output: str | Path, overwrite: bool = False) -> Path:
+def export(features: Readable, output: str | Path, overwrite: bool = False) -> Path:
     """Write ``features`` to ``output``: ``.npz`` (:func:`to_numpy`), ``.parquet`` or ``.csv`` (:func:`to_pandas`)."""
     path = check_output_file(output, overwrite=overwrite, suffixes=EXPORT_SUFFIXES, example="features.npz",
                              inputs=[features.path])

@@ -6,9 +6,9 @@ and ``RANDOM`` are not), so the CLI starts without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from featkit.lazy import lazy_exports
 from featkit.models.names import DEFAULT_BACKBONE, RANDOM
 
 _EXPORTS: dict[str, str] = {
@@ -58,14 +58,4 @@ if TYPE_CHECKING:
     from featkit.models.timm_backbones import timm_models
 
 
-def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featkit.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
