@@ -98,3 +98,58 @@ def test_convnext_has_no_gap_linear_head_and_vit_is_refused(tmp_path: Path) -> N
     net, weights = _weights(tmp_path, "resnet18")
     with pytest.raises(FeatkitError, match="do not fit this backbone"):
         load_backbone("timm:efficientnet_b0", str(weights))
+
+
+def test_models_timm_lists_what_works(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["models", "--timm", "resnet1?t"]) == 0
+    out = capsys.readouterr().out
+    assert "timm:resnet10t  512   32      176    bicubic" in out and "2 models with a spatial feature map" in out
+    assert main(["models", "--timm", "resnet1?t", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"]: (r["channels"], r["stride"]) for r in rows} == {"timm:resnet10t": (512, 32),
+                                                                       "timm:resnet14t": (2048, 32)}
+    assert main(["models", "--timm", "vit_tiny_patch16_2*"]) == 0  # transformers: not listed
+    assert "0 models with a spatial feature map" in capsys.readouterr().out
+
+
+def test_timm_weights_without_network_say_how_to_pass_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = timm.create_model
+
+    def offline(name: str, pretrained: bool = False, **kwargs: object) -> torch.nn.Module:
+        if pretrained:
+            raise OSError("no network")
+        return real(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(FeatkitError, match="cannot get timm's weights of resnet18 .*pass weights=PATH to a .pth or "
+                                           ".safetensors"):
+        load_backbone("timm:resnet18")
+
+
+def test_register_backbone_any_module(tmp_path: Path) -> None:
+    import featkit
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 3, stride=2, padding=1)
+            self.fc = torch.nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    spec = featkit.register_backbone("test_custom_net", Net, head="fc", input_size=64)
+    assert (spec.channels, spec.stride, spec.feature_layer) == (6, 2, "forward")
+    _, backbone, info = load_backbone("test_custom_net")
+    assert backbone.head is not None and info.identifier == "test_custom_net:default"
+    torch.save(Net().state_dict(), tmp_path / "w.pth")
+    assert load_backbone("test_custom_net", str(tmp_path / "w.pth"))[2].identifier.endswith("w.pth")
+    with pytest.raises(FeatkitError, match="weights='random' is not available"):
+        load_backbone("test_custom_net", "random")
+    with pytest.raises(FeatkitError, match="head 'conv' must be an nn.Linear on the 6 GAP features"):
+        featkit.register_backbone("test_custom_bad_head", Net, head="conv", input_size=64)
+        load_backbone("test_custom_bad_head")
+    with pytest.raises(ValueError, match="already registered"):
+        featkit.register_backbone("test_custom_net", Net)
