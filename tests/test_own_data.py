@@ -106,6 +106,8 @@ def test_folds_give_one_column_each_and_protocol_scores_them(tmp_path: Path,
     out = tmp_path / "f.h5"
     assert main(["extract", str(root), "-o", str(out), "--holdout", "0.25", "--folds", "3",
                  "--model", "tiny_test"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert "protocol     holdout 0.25 of each class, stratified, 3 random draws, seed 0" in capsys.readouterr().out
     with FeatureFile(out) as features:
         assert features.splits.shape == (24, 3)
         assert features.attrs["split_protocol"] == "holdout 0.25 of each class, stratified, 3 random draws, seed 0"

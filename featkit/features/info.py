@@ -30,6 +30,8 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         state = "complete" if f.complete else f"INCOMPLETE: {done} of {n} rows (re-run the extract command to resume)"
         lines.append(f"  state        {state}")
         lines.append(f"  dataset      {a.get('dataset')} at {a.get('dataset_root')}")
+        if a.get("split_protocol") not in (None, "official", "none"):
+            lines.append(f"  protocol     {a['split_protocol']}")
         lines.append(f"  backbone     {a.get('backbone')}  layer {a.get('feature_layer')}  pooling {a.get('pooling')}")
         sha = str(a.get("weights_sha256") or "")
         lines.append(f"  weights      {a.get('weights')}" + (f"  sha256 {sha[:12]}..." if sha else ""))
