@@ -11,7 +11,11 @@ import featkit
 from featkit.linear import LinearClassifier
 
 
-def test_extract_and_localize_draw_a_bar_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_extract_and_localize_draw_a_bar_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import featkit.progress
+
+    monkeypatch.setattr(featkit.progress, "interactive", lambda: True)  # as on a terminal or in a notebook
     dataset = featkit.open_dataset("cub200", make_fake_cub(tmp_path / "cub", 2, 4))
     options = featkit.ExtractOptions(model="tiny_test", maps=True)
     featkit.extract(dataset, tmp_path / "a.h5", options)
@@ -30,3 +34,13 @@ def test_extract_and_localize_draw_a_bar_by_default(tmp_path: Path, capsys: pyte
         assert "localize: 100%" in capsys.readouterr().err
         featkit.localize(features, classifier, test, progress=False)
         assert capsys.readouterr().err == ""
+
+
+def test_no_bar_when_nobody_watches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Under pytest stderr is not a terminal and no notebook runs: a script's log stays clean."""
+    from featkit.progress import interactive
+
+    assert not interactive()
+    dataset = featkit.open_dataset("cub200", make_fake_cub(tmp_path / "cub", 2, 2))
+    featkit.extract(dataset, tmp_path / "a.h5", featkit.ExtractOptions(model="tiny_test"))
+    assert capsys.readouterr().err == ""
