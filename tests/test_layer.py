@@ -12,18 +12,20 @@ from conftest import make_fake_cub
 from featkit.cli.main import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile
-from featkit.features.extractor import preprocessed_batches
+from featkit.features.replay import Replay
 from featkit.models import load_backbone
 
 
 def test_inner_layer_features_maps_and_svm_cams(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_fake_cub(tmp_path / "cub", 2, 4)
     out, svm = tmp_path / "f.h5", tmp_path / "svm.h5"
-    assert main(["extract", str(root), "-o", str(out), "--model", "tiny_test", "--layer", "3", "--maps"]) == 0
+    assert main(["extract", str(root), "-o", str(out), "--model", "tiny_test", "--layer", "3", "--maps",
+                 "--resize", "crop"]) == 0
     with FeatureFile(out) as features:
         a = features.attrs
         assert (a["feature_layer"], a["channels"], a["map_size"]) == ("3", 16, [16, 16]) and features.head() is None
-        x = next(preprocessed_batches(a, root, list(features.paths), 8, torch.device("cpu")))
+        [(positions, x)] = next(Replay.of(a, "cpu").input_groups(root, list(features.paths), 8))
+        assert positions.tolist() == list(range(len(features)))  # crop: one input shape, in row order
         _, full, _ = load_backbone("tiny_test")
         with torch.no_grad():
             expected = full.body[:4](x.contiguous()).mean(dim=(2, 3)).numpy()  # conv1, relu, conv2, relu

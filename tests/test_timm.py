@@ -12,7 +12,7 @@ from conftest import write_image
 from featkit.cli.main import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile
-from featkit.features.extractor import preprocessed_batches
+from featkit.features.replay import Replay
 from featkit.models import get_backbone_spec, load_backbone
 
 timm = pytest.importorskip("timm", reason="timm is the optional extra featkit[timm] (in dev)")
@@ -60,7 +60,8 @@ def test_timm_gap_features_equal_forward_features_mean(tmp_path: Path, arch: str
     with FeatureFile(out) as features:
         assert features.attrs["backbone"] == f"timm:{arch}" and features.gap.shape == (4, net.num_features)
         assert tuple(features.attrs["mean"]) == pytest.approx(cfg.mean)
-        x = next(preprocessed_batches(features.attrs, root, list(features.paths), 8, torch.device("cpu")))
+        [(positions, x)] = next(Replay.of(features.attrs, "cpu").input_groups(root, list(features.paths), 8))
+        assert positions.tolist() == list(range(len(features)))  # crop: one input shape, in row order
         with torch.no_grad():
             expected = net.forward_features(x.contiguous()).mean(dim=(2, 3)).numpy()
         np.testing.assert_allclose(features.gap[:], expected, atol=1e-5, rtol=1e-5)
