@@ -60,6 +60,7 @@ def test_timm_gap_features_equal_forward_features_mean(tmp_path: Path, arch: str
     with FeatureFile(out) as features:
         assert features.attrs["backbone"] == f"timm:{arch}" and features.gap.shape == (4, net.num_features)
         assert tuple(features.attrs["mean"]) == pytest.approx(cfg.mean)
+        assert features.attrs["interpolation"] == cfg.interpolation == "bicubic"
         [(positions, x)] = next(Replay.of(features.attrs, "cpu").input_groups(root, list(features.paths), 8))
         assert positions.tolist() == list(range(len(features)))  # crop: one input shape, in row order
         with torch.no_grad():
@@ -154,3 +155,21 @@ def test_register_backbone_any_module(tmp_path: Path) -> None:
         load_backbone("test_custom_bad_head")
     with pytest.raises(ValueError, match="already registered"):
         featkit.register_backbone("test_custom_net", Net)
+
+
+def test_timm_inputs_are_resized_with_the_configs_filter(tmp_path: Path) -> None:
+    from featkit.data.images import load_rgb, normalize_batch
+
+    root = _tree(tmp_path / "imgs")
+    out = tmp_path / "f.h5"
+    assert main(["extract", str(root), "-o", str(out), "--model", "timm:resnet18", "--weights", "random",
+                 "--image-size", "64", "--resize", "crop"]) == 0
+    with FeatureFile(out) as features:
+        [(_, x)] = next(Replay.of(features.attrs, "cpu").input_groups(root, list(features.paths), 8))
+        path = root / features.paths[0]
+    bicubic, _ = load_rgb(path, 64, resize="crop", interpolation="bicubic")
+    bilinear, _ = load_rgb(path, 64, resize="crop")
+    assert not np.array_equal(bicubic, bilinear)
+    expected = normalize_batch(torch.from_numpy(bicubic.copy()).permute(2, 0, 1)[None], features.attrs["mean"],
+                               features.attrs["std"])
+    np.testing.assert_allclose(x[:1].numpy(), expected.numpy(), atol=1e-6)

@@ -327,6 +327,7 @@ def job_provenance(
         resize=job.options.resize,
         tta=job.options.tta,
         maps=job.options.maps,
+        interpolation=spec.interpolation,
         extra=attrs,
     )
 
@@ -432,7 +433,7 @@ def _run(
     device: torch.device,
 ) -> list[str]:
     view = ImageFolderView(Path(job.root), [r.path for r in job.records], provenance.input_size, crops=job.crops,
-                           resize=provenance.resize, stride=spec.stride)
+                           resize=provenance.resize, stride=spec.stride, interpolation=provenance.interpolation)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
     workers, threads = loader_plan(device, job.options.workers, processes)
     with _intra_op_threads(threads):

@@ -62,6 +62,7 @@ from featkit.data.fingerprint import file_fingerprint
 from featkit.errors import FeatkitError
 from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
 from featkit.features.schema import (
+    ABSENT_MEANS,
     RESUME_KEYS,
     STATUS_OK,
     STATUS_PENDING,
@@ -269,6 +270,8 @@ class FeatureWriter:
             want = expected.get(key)
             if key == "dataset_root" and (moved_root or have is None):
                 continue  # files of older versions did not compare it; a moved root is checked below
+            if have is None and want is not None and key in ABSENT_MEANS:
+                have = ABSENT_MEANS[key]  # written before the key was recorded
             if plain(have) != plain(want):
                 handle.close()
                 hint = (" (if the dataset moved, pass moved_root=True to resume from the new root)"

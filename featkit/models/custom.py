@@ -88,6 +88,7 @@ def module_spec(
     head_label: str = "",
     default_weights_available: Callable[[], bool] = lambda: True,
     untrained: bool = True,
+    interpolation: str = "bilinear",
 ) -> BackboneSpec:
     """The spec of a backbone built by ``factory``; K and the stride are probed (see :func:`probe_maps`).
 
@@ -116,6 +117,7 @@ def module_spec(
         name=name, channels=channels, stride=stride, input_size=input_size,
         feature_layer=feature_layer or method, weights_source=weights_source, build=build,
         default_weights_available=default_weights_available, mean=mean, std=std, head=head_label,
+        interpolation=interpolation,
     )
 
 

@@ -71,6 +71,8 @@ class BackboneSpec:
     """What the backbone's own head predicts ('' when it has none)."""
     listed: bool = True
     """Shown by ``featkit models`` (False: for tests only)."""
+    interpolation: str = "bilinear"
+    """Resampling of the resize to the input size the weights were trained with (timm's ``pretrained_cfg``)."""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

@@ -81,6 +81,14 @@ def _cached(arch: str) -> bool:
                for f in ("model.safetensors", "pytorch_model.bin"))
 
 
+def _interpolation(cfg: dict[str, object]) -> str:
+    """The config's resize filter, when featkit's image reader has it (else bilinear, as for every backbone)."""
+    from featkit.data.images import INTERPOLATIONS
+
+    name = str(cfg.get("interpolation") or "bilinear")
+    return name if name in INTERPOLATIONS else "bilinear"
+
+
 @functools.cache
 def timm_spec(name: str) -> BackboneSpec:
     """The spec of ``timm:ARCH`` (built once per name)."""
@@ -101,6 +109,7 @@ def timm_spec(name: str) -> BackboneSpec:
         weights_source=f"timm {arch}{tag} (timm's cache, a download, or --weights PATH)",
         head_label="imagenet-1k" if cfg.get("num_classes") == 1000 else f"{cfg.get('num_classes', 0)} classes",
         default_weights_available=functools.partial(_cached, arch),
+        interpolation=_interpolation(cfg),
     )
 
 
