@@ -13,11 +13,11 @@ The names below are the public Python API. They are imported on first use, so
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from featkit.errors import FeatkitError
+from featkit.lazy import lazy_exports
 
 try:
     __version__ = version("featkit")
@@ -27,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS: dict[str, str] = {
     "open_dataset": "featkit.data",
     "load_backbone": "featkit.models",
+    "register_backbone": "featkit.models.custom",
     "ExtractOptions": "featkit.features",
     "extract": "featkit.features",
     "FeatureFile": "featkit.features",
@@ -53,6 +54,7 @@ __all__ = [
     "__version__",
     "open_dataset",
     "load_backbone",
+    "register_backbone",
     "ExtractOptions",
     "extract",
     "FeatureFile",
@@ -90,17 +92,8 @@ if TYPE_CHECKING:
         train_svm,
     )
     from featkit.models import load_backbone
+    from featkit.models.custom import register_backbone
     from featkit.viz import render_cams
 
 
-def __getattr__(name: str) -> Any:  # noqa: F811 - PEP 562 lazy exports
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'featkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

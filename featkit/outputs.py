@@ -10,9 +10,13 @@ say nothing on read-only mounts, ``/proc`` or for root.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from featkit.errors import FeatkitError
 
@@ -84,3 +88,21 @@ def check_output_folder(path: str | Path) -> Path:
         raise FeatkitError(f"cannot create output folder {path}: {probe} is a file; choose another output")
     _probe_writable(probe, path)
     return path
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON: numpy scalars and arrays as numbers and lists, paths as text, NaN and
+    infinities (which JSON lacks) as null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -127,15 +127,19 @@ def test_no_maps_and_no_root_is_a_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert "pass --root DATASET_ROOT" in _err(capsys)
 
 
-def test_localize_needs_boxes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_localize_without_boxes_prints_the_predicted_boxes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing to score against: the predicted class's CAM box of each image, printed and in boxes.csv."""
     rng = np.random.default_rng(0)
     gap = np.abs(rng.normal(size=(8, 4))).astype(np.float32)
     maps = np.abs(rng.normal(size=(8, 4, 2, 2))).astype(np.float32)
     path = write_features(tmp_path / "a.h5", gap, [0, 1] * 4, ["train"] * 4 + ["test"] * 4, ["a", "b"], maps=maps)
     assert main(["svm-train", str(path), "-o", str(tmp_path / "svm.h5"), "--C", "1"]) == 0
     capsys.readouterr()
-    assert main(["localize", str(path), str(tmp_path / "svm.h5")]) == 2
-    assert "images without boxes" in _err(capsys)
+    assert main(["localize", str(path), str(tmp_path / "svm.h5"), "-o", str(tmp_path / "loc")]) == 0
+    out = capsys.readouterr().out
+    assert "no ground-truth boxes in the 4 images" in out and "no localization score" in out
+    lines = (tmp_path / "loc" / "boxes.csv").read_text().splitlines()
+    assert lines[0] == "path,predicted_class,x0,y0,x1,y1" and len(lines) == 5
 
 
 def test_discover_ranks_the_positive_set_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,8 @@ from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 from featkit.linear.protocol import refuse_training_rows
+from featkit.outputs import jsonable
+from featkit.progress import progress_callback
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """IoU thresholds of MaxBoxAccV2 (Choe et al.)."""
@@ -196,7 +198,7 @@ class LocalizationReport:
         document: dict[str, Any] = {"summary": self.summary, "per_class": self.per_class, "curves": self.curves_dict()}
         if per_image:
             document["per_image"] = self.per_image
-        target.write_text(json.dumps(_jsonable(document), indent=2) + "\n", encoding="utf-8")
+        target.write_text(json.dumps(jsonable(document), indent=2) + "\n", encoding="utf-8")
         return target
 
 
@@ -223,18 +225,6 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ------------------------------------------------------------------ localize
@@ -347,7 +337,7 @@ def localize(
     protocol: str = "featkit",
     cam_curve_interval: float | None = None,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = True,
     calibration: Calibration | None = None,
 ) -> LocalizationReport:
     """Score CAM boxes of ``rows`` against their ground-truth boxes.
@@ -364,7 +354,8 @@ def localize(
     ImageNet head) gives class-agnostic numbers only: the top-1 class's CAM
     is scored, and GT-known, top-1/top-5 localization and classification are
     None. Rows the classifier was trained on are refused (FeatkitError).
-    ``progress(done, total)`` is called after every batch of maps.
+    ``progress``: True draws a ``tqdm.auto`` bar, False is silent, a function ``progress(done, total)``
+    is called after every batch of maps.
 
     ``protocol`` picks how the sweep scores the scored class's CAM:
     ``"featkit"`` (default; ``sweep_normalization`` and ``sweep_thresholds``
@@ -400,6 +391,7 @@ def localize(
     refuse_training_rows(classifier, features, idx, "images to localize")
     calibration_overlap = None if calibration is None else \
         refuse_calibration_rows(calibration, features, idx, "images to localize")
+    progress = progress_callback(progress, "localize")
     labels = features.labels[idx]
     agnostic = class_agnostic(features, classifier, idx)
     mapping = None if agnostic else classifier.class_mapping(features)

@@ -55,6 +55,9 @@ KEYWORD_FLAGS: dict[str, str] = {
     "protocol": "--protocol",
     "cam_curve_interval": "--cam-curve-interval",
     "moved_root": "--moved-root",
+    "holdout": "--holdout",
+    "folds": "--folds",
+    "dataset": "--dataset",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

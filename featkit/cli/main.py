@@ -13,30 +13,66 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import numpy as np
 
 from featkit import __version__
 from featkit.cli.flags import to_flags
 from featkit.errors import FeatkitError
-from featkit.outputs import check_output_file, check_output_folder
+from featkit.outputs import check_output_file, check_output_folder, jsonable
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
     from featkit.cam.calibration import Calibration
+    from featkit.data import Dataset
     from featkit.features import FeatureFile
+    from featkit.linear import Metrics
     from featkit.linear.classifier import LinearClassifier
     from featkit.linear.svm import OneVsAllLinearSVM
 
 log = logging.getLogger("featkit")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return self._default_text(action.help or "", action)
+
+    @staticmethod
+    def _default_text(text: str, action: argparse.Action) -> str:
+        if (action.default is None or action.default is False or action.default == argparse.SUPPRESS
+                or "default" in text or not action.option_strings or isinstance(action.default, list)):
+            return text
+        default = ",".join(f"{v:g}" for v in action.default) if isinstance(action.default, tuple) else action.default
+        return f"{text} (default: {default})" if text else f"(default: {default})"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (no usage block) and exits 2."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """An option given without help still shows its default in --help."""
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action.help = _HelpFormatter._default_text("", action)
+        return action
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: None = None) -> argparse.Namespace:  # type: ignore[override]
+        """An unknown option is reported by the verb it was given to (``featkit cam: error: ...``)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            verb = self._verbs.get(getattr(parsed, "command", None) or "", self) if hasattr(self, "_verbs") else self
+            verb.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 PROGRESS_LINE_EVERY_S = 30.0
@@ -108,16 +144,54 @@ def _progress_lines(desc: str, unit: str) -> tuple[Callable[[int, int], None], C
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    if args.timm is not None:
+        return _list_timm_models(args)
     from featkit.models import DEFAULT_BACKBONE, backbone_names, get_backbone_spec
 
     rows = [("name", "K", "stride", "input", "head", "weights", "available")]
+    records = []
     for name in backbone_names():
         spec = get_backbone_spec(name)
-        mark = "yes" if spec.default_weights_available() else "no (--weights PATH)"
+        if not spec.listed:
+            continue
+        available = spec.default_weights_available()
+        mark = "yes" if available else "no (--weights PATH)"
         label = f"{name} (default)" if name == DEFAULT_BACKBONE else name
         rows.append((label, str(spec.channels), str(spec.stride), str(spec.input_size), spec.head or "-",
                      spec.weights_source, mark))
+        records.append({"name": name, "default": name == DEFAULT_BACKBONE, "channels": spec.channels,
+                        "stride": spec.stride, "input_size": spec.input_size, "head": spec.head,
+                        "weights_source": spec.weights_source, "weights_available": available,
+                        "mean": list(spec.mean), "std": list(spec.std)})
+    return _emit(args, records, rows, "timm CNNs too: --model timm:NAME (featkit models --timm PATTERN lists them)")
+
+
+def _list_timm_models(args: argparse.Namespace) -> int:
+    """``featkit models --timm [PATTERN]``: the timm models ``--model timm:NAME`` takes."""
+    from featkit.models.timm_backbones import PROBE_AT_MOST, timm_models
+
+    found = timm_models(args.timm or "*")
+    rows = [("name", "K", "stride", "input", "interpolation")]
+    rows += [(f"timm:{m.name}", str(m.channels or "?"), str(m.stride or "?"), str(m.input_size), m.interpolation)
+             for m in found]
+    records = [{"name": f"timm:{m.name}", "channels": m.channels or None, "stride": m.stride or None,
+                "input_size": m.input_size, "interpolation": m.interpolation} for m in found]
+    note = (f"{len(found)} models with a spatial feature map" +
+            (f"; K and stride are measured for a pattern matching at most {PROBE_AT_MOST}" if len(found) > PROBE_AT_MOST
+             else ""))
+    return _emit(args, records, rows, note)
+
+
+def _emit(args: argparse.Namespace, records: object, rows: Sequence[Sequence[str]], note: str = "") -> int:
+    """The verb's result: a JSON document with --json, else the table (and a note line)."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(jsonable(records), indent=2, allow_nan=False))
+        return 0
     _print_table(rows)
+    if note:
+        print(note)
     return 0
 
 
@@ -125,6 +199,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
     from featkit.data import load_manifest, manifest_names
 
     rows = [("name", "dataset", "protocol", "metric", "paper (GoogLeNet-GAP)")]
+    records = []
     for name in manifest_names():
         m = load_manifest(name)
         p = m.protocol
@@ -135,6 +210,11 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
             protocol = p.kind if p.official_folds == 1 else f"official, {p.official_folds} partitions"
         paper = m.paper.get("googlenet_gap", m.paper.get("full_image_googlenet_gap", "-"))
         rows.append((name, m.title, protocol, m.metric, str(paper)))
+        records.append({"name": name, "title": m.title, "protocol": protocol, "metric": m.metric,
+                        "paper_googlenet_gap": None if paper == "-" else paper, "layout": " ".join(m.layout.split()),
+                        "class_order": m.class_order})
+    if args.json:
+        return _emit(args, records, rows)
     _print_table(rows)
     if args.verbose:
         for name in manifest_names():
@@ -144,7 +224,6 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from featkit.data import open_dataset
     from featkit.features import ExtractOptions, extract
 
     sharding = {"rank": args.rank, "world_size": args.world_size} if args.world_size != 1 else {}
@@ -152,10 +231,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
         overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, resize=args.resize,
-        tta=args.tta, **sharding,
+        tta=args.tta, layer=args.layer, **sharding,
     )
     options.validate()
-    dataset = open_dataset(args.dataset, args.root)
+    dataset = _extract_dataset(args)
     update, close = _progress_bar(f"extract {dataset.manifest.name}")
     try:
         result = extract(dataset, args.output, options, progress=update)
@@ -171,6 +250,27 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         for line in result.failed[:10]:
             print(f"  {line}", file=sys.stderr)
     return 0
+
+
+def _extract_dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset ``extract`` reads: --dataset, else the detected layout (said in one line), with --holdout."""
+    from featkit.data import detect_layout, open_dataset
+
+    name = args.dataset
+    if name is None:
+        found = detect_layout(args.root)
+        name = found.name
+        print(f"detected layout '{name}' at {args.root}: {found.reason} (--dataset NAME to choose another)")
+    dataset = open_dataset(name, args.root)
+    if args.holdout is not None:
+        dataset = dataset.with_holdout(args.holdout, folds=args.folds or 1, seed=args.seed)
+        print(f"split: {dataset.protocol.describe()} (recorded in {args.output})")
+    elif args.folds is not None:
+        raise FeatkitError("--folds K draws K random holdout splits; give --holdout FRACTION with it")
+    elif dataset.protocol.kind == "none" and not any(r.split for r in dataset.records()):
+        print(f"note: {dataset.manifest.title} has no train/test split; add --holdout 0.25 to hold out a "
+              "stratified quarter of each class, so svm-train and svm-eval can run")
+    return dataset
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -215,7 +315,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
-        full = evaluate(classifier, features, "test", args.fold)
+        full = evaluate(classifier, features, None, args.fold)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method) \
             if args.boxes == "cam" else None
         if calibration is not None:  # the crops of the test split are scored: none may have chosen the threshold
@@ -310,7 +410,7 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
     """Rows named by --images (file names or glob patterns), else the split's first --limit rows."""
     import fnmatch
 
-    from featkit.linear import split_rows
+    from featkit.linear import eval_split, split_rows
 
     if args.limit < 0:
         raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
@@ -326,7 +426,7 @@ def _select_rows(features: FeatureFile, args: argparse.Namespace) -> np.ndarray:
     if not any(s for s in features.splits[:, 0]):
         rows = np.flatnonzero(features.status == 1)
     else:
-        rows = split_rows(features, args.split, args.fold)
+        rows = split_rows(features, args.split or eval_split(features, args.fold), args.fold)
     return rows[: args.limit] if args.limit else rows
 
 
@@ -341,7 +441,10 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         args.fold = classifier_fold(classifier, args.fold)
-        rows = _select_rows(features, args)
+        limit, args.limit = args.limit, 0
+        every = _select_rows(features, args)
+        args.limit = limit
+        rows = every[:limit] if limit else every
         methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
         args.method = methods[0]
         calibrations = _calibrations(features, classifier, args, methods)
@@ -354,6 +457,9 @@ def _cmd_cam(args: argparse.Namespace) -> int:
         finally:
             close()
     print(f"wrote {len(rows)} CAM pictures and {index}")
+    if len(rows) < len(every):
+        print(f"  the first {len(rows)} of the {len(every)} selected images (--limit {args.limit}); --limit 0 draws "
+              "them all")
     return 0
 
 
@@ -386,6 +492,9 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         args.fold = classifier_fold(classifier, args.fold)
         args.images, args.limit = [], 0
         rows = _select_rows(features, args)
+        boxes = features.boxes_of()
+        if not any(len(boxes[int(r)]) for r in rows):
+            return _localize_unscored(features, classifier, rows, args)
         options = _cam_options(args)
         calibration = _calibrations(features, classifier, args, [args.method]).get(args.method)
         update, close = _progress_bar("localize")
@@ -396,7 +505,10 @@ def _cmd_localize(args: argparse.Namespace) -> int:
                               calibration=calibration)
         finally:
             close()
-    print(report.to_markdown())
+    if args.json:
+        _emit(args, {"summary": report.summary, "per_class": report.per_class, "curves": report.curves_dict()}, [])
+    else:
+        print(report.to_markdown())
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -404,7 +516,49 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
         if report.curves is not None:
             written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
-        print("wrote " + ", ".join(str(p) for p in written))
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _localize_unscored(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray,
+                       args: argparse.Namespace) -> int:
+    """``localize`` on images without ground-truth boxes (your own photos): the predicted class's CAM box of
+    each image, printed (and written to boxes.csv with -o); there is nothing to score them against."""
+    import csv
+
+    from featkit.experiments.crops import predicted_class_boxes
+
+    boxes = predicted_class_boxes(features, classifier, rows, _cam_options(args), root=args.root)
+    predicted = classifier.decision_function(features.gap[rows]).argmax(axis=1)
+    paths = features.paths
+    table = [(paths[int(r)], classifier.classes[int(c)], *(f"{v:.1f}" for v in box))
+             for r, c, box in zip(rows, predicted, boxes)]
+    if args.json:
+        _emit(args, {"summary": None, "boxes": [{"path": p, "predicted_class": c, "box": [float(v) for v in b]}
+                                                for p, c, *b in table]}, [])
+    else:
+        print(f"no ground-truth boxes in the {len(rows)} images of {features.path}: no localization score; "
+              "the predicted class's CAM box of each image (pixels):")
+        _print_table([("image", "predicted class", "x0", "y0", "x1", "y1"), *table[:10]])
+    if len(table) > 10 and not args.json:
+        print(f"... {len(table) - 10} more" + ("" if args.output else " (-o FOLDER writes them all to boxes.csv)"))
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("path", "predicted_class", "x0", "y0", "x1", "y1"), *table])
+        print(f"wrote {out / 'boxes.csv'}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from featkit.features import FeatureFile
+    from featkit.features.export import export
+
+    with FeatureFile(args.features) as features:
+        path = export(features, args.output, overwrite=args.overwrite)
+        print(f"wrote {path}: {len(features)} images x {features.gap.shape[1]} features "
+              f"(with labels, classes, splits, paths, sizes, status and boxes)")
     return 0
 
 
@@ -423,8 +577,15 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from featkit.features.info import describe
+    from featkit.features.info import describe, summary
 
+    if args.json:
+        document = summary(args.features, check=args.check)
+        _emit(args, document, [])
+        if document["problems"]:
+            raise FeatkitError(f"{args.features} is damaged (problems listed in the JSON); re-extract it with "
+                               "overwrite=True")
+        return 0
     text, problems = describe(args.features, check=args.check)
     print(to_flags(text))
     if problems:
@@ -516,7 +677,7 @@ def _C_choice(svm: OneVsAllLinearSVM) -> str:
 
 def _cmd_svm_eval(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import classifier_fold, classifier_for, evaluate
+    from featkit.linear import classifier_fold, classifier_for, eval_split, evaluate
     from featkit.viz import confusion_plot
 
     if args.confusion:
@@ -524,7 +685,14 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
     with FeatureFile(args.features) as features:
         classifier = classifier_for(features, args.svm)
         fold = classifier_fold(classifier, args.fold)
+        args.split = args.split or eval_split(features, fold)
         metrics = evaluate(classifier, features, args.split, fold)
+        top5 = len(classifier.classes) > 5  # with 5 classes or fewer every image is in its top 5
+        if args.json:
+            _emit(args, _eval_document(features, classifier, args.split, fold, metrics, top5), [])
+            if args.confusion:
+                confusion_plot(metrics, classifier.classes, args.confusion)
+            return 0
         own = " (the SVM's training fold)" if args.fold is None and "trained_fold" in classifier.attrs else ""
         print(f"{features.path} / {classifier.source}: split {args.split}, fold {fold}{own}, {metrics.n_images} images")
         if classifier.training_note():
@@ -532,7 +700,8 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
         if np.isnan(metrics.map):
             print(f"  accuracy                 {100 * metrics.accuracy:6.2f} %")
             print(f"  mean per-class accuracy  {100 * metrics.mean_per_class_accuracy:6.2f} %")
-            print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
+            if top5:
+                print(f"  top-5 accuracy           {100 * metrics.top5:6.2f} %")
         else:
             print(f"  mean average precision   {100 * metrics.map:6.2f} %")
         if args.per_class:
@@ -546,9 +715,20 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_document(features: FeatureFile, classifier: LinearClassifier, split: str, fold: int, metrics: Metrics,
+                   top5: bool) -> dict[str, object]:
+    """svm-eval's numbers as JSON (fractions in [0, 1], as the library gives them; the text shows %)."""
+    return {"features": str(features.path), "classifier": classifier.source, "split": split, "fold": fold,
+            "n_images": metrics.n_images, "training_note": classifier.training_note() or None,
+            "accuracy": metrics.accuracy, "mean_per_class_accuracy": metrics.mean_per_class_accuracy,
+            "top5": metrics.top5 if top5 else None, "map": metrics.map,
+            "per_class": [{"class": c, "images": n, "value": v} for c, n, v in metrics.per_class],
+            "confusion": metrics.confusion}
+
+
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import Metrics, run_protocol, save_svm
+    from featkit.linear import eval_split, run_protocol, save_svm
     from featkit.linear.protocol import dataset_metric
 
     C = _parse_C(args.C)
@@ -563,7 +743,9 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                 raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
             out.mkdir(parents=True, exist_ok=True)
         metric = dataset_metric(features)
-        print(f"{features.path}: {n_folds} folds, train on 'train', score 'test', metric {metric}")
+        say = (lambda *a, **k: None) if args.json else print  # --json: one document at the end instead
+        say(f"{features.path}: {n_folds} folds, train on 'train', score {eval_split(features)!r}, metric {metric}")
+        folds: list[dict[str, object]] = []
 
         def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
             chosen = np.unique(svm.C_)
@@ -575,11 +757,17 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                 path = save_svm(out / f"svm_fold{fold}.h5", svm, features.classes, features, trained_on,
                                 overwrite=args.overwrite)
                 saved = f" -> {path}"
-            print(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
-                  flush=True)
+            say(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
+                flush=True)
+            folds.append({"fold": fold, "train_images": trained_on["n_images"], "test_images": m.n_images,
+                          "C": chosen, "accuracy": m.accuracy, "mean_per_class_accuracy": m.mean_per_class_accuracy,
+                          "map": m.map, "svm": saved.removeprefix(" -> ") or None})
 
         result = run_protocol(features, metric, n_folds, on_fold=fold_done, C=C, normalize=args.normalize,
                               per_class_C=args.per_class_C, n_jobs=args.jobs)
+    if args.json:
+        return _emit(args, {"features": str(args.features), "metric": metric, "mean": result.mean, "std": result.std,
+                            "per_fold": result.per_fold, "folds": folds}, [])
     spread = "mean +- std" if len(result.per_fold) > 1 else "one fold"
     print(f"{metric} over {len(result.per_fold)} folds: {result} % ({spread})")
     return 0
@@ -604,6 +792,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="local state dict .pth instead of the default weights ('random' for untrained)")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input size in px (default: the backbone's; 448 gives 14x14 maps on Lite0)")
+
+
+def _add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON (the same numbers) instead of text")
+
+
+def _add_holdout_args(p: argparse.ArgumentParser) -> None:
+    """A split for a tree or list without one (extract)."""
+    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="hold out this fraction of each class as the test split (stratified, seeded; recorded in "
+                        "the file), for a tree or list without a split of its own")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="with --holdout: K random draws (one split column each; `featkit protocol` scores them all)")
+    p.add_argument("--seed", type=int, default=0, help="with --holdout: seed of the first draw (default 0)")
 
 
 def _add_svm_fit_args(p: argparse.ArgumentParser) -> None:
@@ -667,21 +869,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    parser._verbs = sub.choices  # type: ignore[attr-defined]  # for errors about unknown options
 
     p = sub.add_parser("models", help="list the backbones, their K, stride, input size and weights")
+    p.add_argument("--timm", nargs="?", const="*", default=None, metavar="PATTERN",
+                   help="list the timm CNNs --model timm:NAME takes, matching PATTERN (e.g. 'resnet*'; needs timm)")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", help="list the dataset layouts and their protocols")
     p.add_argument("-v", "--verbose", action="store_true", help="also print each layout")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("extract", help="GAP features (and conv maps) of a dataset into features.h5")
-    p.add_argument("root", help="dataset root in its official layout (a .csv file for --dataset csv)")
-    p.add_argument("--dataset", required=True, help="layout name (see `featkit datasets`)")
+    p.add_argument("root", help="dataset root: an official layout, ROOT/<class>/*.jpg, ROOT/{train,val}/<class>/, "
+                                "or a .csv list")
+    p.add_argument("--dataset", default=None,
+                   help="layout name (see `featkit datasets`; default: detected from ROOT, said in one line)")
+    _add_holdout_args(p)
     p.add_argument("-o", "--output", required=True, help="features file to write or resume (.h5)")
     _add_model_args(p)
     p.add_argument("--maps", action="store_true", help="also store the last conv maps (float16), for CAMs")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layer", default=None, metavar="NAME",
+                   help="GAP features (and maps) of this inner module of the backbone body (e.g. layer3 of a timm "
+                        "ResNet) instead of the last conv layer; recorded in the file; it has no head: train an SVM")
+    p.add_argument("--batch-size", type=int, default=32, help="images read, run and written together (default 32)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic; 0 on small CPU machines, min(4, cores) on GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -712,7 +925,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("features")
     p.add_argument("--check", action="store_true",
                    help="also read every stored conv map (slow on big files); exit 2 when damage is found")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("export", help="features, labels, splits, paths and boxes of a features.h5 as .npz, "
+                                      ".parquet or .csv (numpy / pandas)")
+    p.add_argument("features")
+    p.add_argument("-o", "--output", required=True, help="file to write: out.npz, out.parquet or out.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="CAMs of the ImageNet head on bundled photos (offline), with an index page")
     p.add_argument("-o", "--output", default="featkit-demo", help="output folder (default: featkit-demo)")
@@ -745,11 +966,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("svm-eval", help="accuracy, mean per-class accuracy, top-5 (or mAP) of an svm.h5")
     p.add_argument("features")
     p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's own classifier")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default=None,
+                   help="split to score (default: test, or val in a train/val tree without test)")
     p.add_argument("--fold", type=int, default=None,
                    help="fold to score (default: the SVM's training fold; a fold sharing its training images is refused)")
     p.add_argument("--per-class", action="store_true", help="print the per-class table")
     p.add_argument("--confusion", default=None, metavar="PNG", help="write the confusion matrix picture")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_svm_eval)
 
     p = sub.add_parser("protocol", help="train and score an SVM on every fold of the split protocol: mean +- std")
@@ -758,16 +981,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None, help="only the first N folds (default: all the file defines)")
     _add_svm_fit_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing svm_fold<k>.h5 files")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_protocol)
 
     def cam_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("features")
         p.add_argument("svm", help="svm.h5 from `featkit svm-train`, or 'head' for the backbone's ImageNet head")
-        p.add_argument("--split", default="test", help="split to draw from (default: test)")
+        p.add_argument("--split", default=None,
+                       help="split to draw from (default: test, or val in a train/val tree without test)")
         p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
         p.add_argument("--root", default=None, help="dataset root, when it moved or to recompute maps")
         _add_cam_option_args(p)
-        p.add_argument("--device", default="auto")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (networks run for dgl and --scales)")
 
     p = sub.add_parser("cam", help="CAM overlays (heatmap, predicted box red, ground truth green) and a gallery")
     cam_args(p)
@@ -793,6 +1018,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threshold step of the wsol sweep (default 0.01; wsolevaluation's own default is 0.001)")
     p.add_argument("--multi-threshold", action="store_true",
                    help="also score the original CAM code's two-box ILSVRC heuristic")
+    _add_json_arg(p)
     p.set_defaults(func=_cmd_localize)
 
     p = sub.add_parser("discover", help="pattern discovery (Sec. 4.2): SVM on positive vs negative images + CAMs")
@@ -811,10 +1037,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", default="cam", choices=["cam", "gt"], help="CAM boxes (default) or ground truth")
     p.add_argument("--fold", type=int, default=None, help="fold (default: the SVM's training fold)")
     _add_cam_option_args(p)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--batch-size", type=int, default=32, help="crops read, run and written together")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: automatic)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing crops file from another run")
     p.set_defaults(func=_cmd_crops)
 
     p = sub.add_parser("units", help="class-specific units: rank units by w_k^c and show what fires them (Sec. 5)")

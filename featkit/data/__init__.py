@@ -25,14 +25,17 @@ from featkit.data.base import (
     load_manifest,
     manifest_names,
 )
+from featkit.data.detect import Detection, detect_layout
 from featkit.data.registry import open_dataset, reader_names, register_reader
 
 __all__ = [
     "Dataset",
     "DatasetReader",
+    "Detection",
     "ImageRecord",
     "Manifest",
     "Protocol",
+    "detect_layout",
     "load_manifest",
     "manifest_names",
     "open_dataset",

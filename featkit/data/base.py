@@ -54,6 +54,18 @@ class Protocol:
     folds: int = 1
     seed: int = 0
     official_folds: int = 1  # SUN397 ships 10 official partitions
+    test_fraction: float = 0.0
+    """``random`` with a fraction (a user's holdout): this share of each class tests, the rest trains."""
+
+    def describe(self) -> str:
+        """One line saying how the splits were made (recorded in features.h5 as ``split_protocol``)."""
+        if self.kind != "random":
+            return self.kind
+        if self.test_fraction:
+            draws = f"{self.folds} random draws" if self.folds > 1 else "one random draw"
+            return f"holdout {self.test_fraction:g} of each class, stratified, {draws}, seed {self.seed}"
+        test = f"{self.test_per_class} test" if self.test_per_class else "rest test"
+        return f"random {self.train_per_class} train/class, {test}, {self.folds} folds, seed {self.seed}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,8 @@ def draw_splits(labels: np.ndarray, protocol: Protocol) -> np.ndarray:
     order) it permutes that class's images, takes ``train_per_class`` for
     training and the next ``test_per_class`` (or all the rest when 0) for
     testing; images in neither get ''. Unlabelled images (-1) are never drawn.
+    With ``test_fraction`` the first round(fraction x n) of the permutation test
+    (at least one, and at least one left to train, for a class of two or more) and the rest train.
     """
     n = len(labels)
     table = np.full((n, protocol.folds), "", dtype=object)
@@ -198,6 +212,11 @@ def draw_splits(labels: np.ndarray, protocol: Protocol) -> np.ndarray:
         for cls in np.unique(labels[labels >= 0]):
             members = np.flatnonzero(labels == cls)
             order = rng.permutation(members)
+            if protocol.test_fraction:
+                n_test = min(max(1, round(protocol.test_fraction * len(order))), len(order) - 1)
+                table[order[n_test:], fold] = "train"
+                table[order[:n_test], fold] = "test"
+                continue
             train = order[: protocol.train_per_class]
             rest = order[protocol.train_per_class :]
             test = rest if protocol.test_per_class == 0 else rest[: protocol.test_per_class]
@@ -211,10 +230,37 @@ class Dataset:
     """A reader bound to its manifest: records, classes and the split table."""
 
     reader: DatasetReader
+    protocol_override: Protocol | None = None
+    """A split protocol asked for by the user (:meth:`with_holdout`) instead of the manifest's."""
 
     @property
     def manifest(self) -> Manifest:
         return self.reader.manifest
+
+    @property
+    def protocol(self) -> Protocol:
+        """The split protocol in force: the user's holdout, else the manifest's."""
+        return self.protocol_override or self.manifest.protocol
+
+    def __len__(self) -> int:
+        return len(self.records())
+
+    def with_holdout(self, fraction: float, folds: int = 1, seed: int = 0) -> Dataset:
+        """This dataset with a stratified, seeded random split: ``fraction`` of each class tests, ``folds`` draws.
+
+        For layouts without a split of their own (a plain folder tree, a list without a split column).
+        """
+        if not 0 < fraction < 1:
+            raise FeatkitError(f"holdout must be a fraction between 0 and 1 (e.g. 0.25), got {fraction}")
+        if folds < 1:
+            raise FeatkitError(f"folds must be at least 1, got {folds}")
+        own = sorted({r.split for r in self.records() if r.split})
+        if self.manifest.protocol.kind != "none" or own:
+            what = f"splits {', '.join(own)}" if own else f"a {self.manifest.protocol.kind} split protocol"
+            raise FeatkitError(f"{self.manifest.title} at {self.root} has its own {what}; holdout is for a tree "
+                               "or list without one")
+        protocol = Protocol(kind="random", folds=folds, seed=seed, test_fraction=fraction)
+        return Dataset(self.reader, protocol)
 
     @property
     def root(self) -> Path:
@@ -228,7 +274,7 @@ class Dataset:
 
     def split_table(self, records: list[ImageRecord]) -> np.ndarray:
         """(N, F) array of split names, one column per fold of the protocol."""
-        protocol = self.manifest.protocol
+        protocol = self.protocol
         if protocol.kind == "random":
             labels = np.array([r.label for r in records], dtype=np.int64)
             return draw_splits(labels, protocol)

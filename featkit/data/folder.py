@@ -114,11 +114,55 @@ class ClassFolderReader(DatasetReader):
         ]
 
 
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
+"""Folder names of a torchvision-style ``ROOT/<split>/<class>/<image>`` tree (compared lower-cased)."""
+
+
+def split_folders(root: Path) -> list[str]:
+    """The subfolders of ``root`` named like a split (train, val, test, ...) that hold class folders with images;
+    empty unless one of them is ``train`` (a plain tree may have a class called ``test``)."""
+    if not root.is_dir():
+        return []
+    found = [name for name in subfolders(root)
+             if name.lower() in SPLIT_FOLDERS and any(image_files(root / name / c) for c in subfolders(root / name))]
+    return found if "train" in [name.lower() for name in found] else []
+
+
 @register_reader
 class FolderTree(ClassFolderReader):
-    """Any ``ROOT/<class>/<image>`` tree; a plain tree has no official class order, so: sorted."""
+    """Any ``ROOT/<class>/<image>`` tree; a plain tree has no official class order, so: sorted.
+
+    A torchvision-style tree ``ROOT/{train,val,test}/<class>/<image>`` (``ImageFolder`` per split) is read
+    too: the split folder's name is each image's split (``valid``/``validation`` are ``val``), and the
+    classes are the sorted union of every split's class folders, so a class missing from one split keeps
+    its index.
+    """
 
     name = "folder"
+
+    def __init__(self, root: str | Path, manifest: Manifest) -> None:
+        super().__init__(root, manifest)
+        self.split_dirs = split_folders(self.root)
+
+    def classes(self) -> list[str]:
+        if not self.split_dirs:
+            return super().classes()
+        names: set[str] = set()
+        for split in self.split_dirs:
+            names.update(c for c in subfolders(self.root / split) if image_files(self.root / split / c))
+        return sorted(names)
+
+    def records(self) -> list[ImageRecord]:
+        if not self.split_dirs:
+            return super().records()
+        index = {name: i for i, name in enumerate(self.classes())}
+        records = []
+        for split in self.split_dirs:
+            label = "val" if split.lower() in ("valid", "validation") else split.lower()
+            for name in subfolders(self.root / split):
+                for image in image_files(self.root / split / name):
+                    records.append(ImageRecord(path=relative(image, self.root), label=index[name], split=label))
+        return records
 
 
 _CSV_COLUMNS = ("path", "label", "split", "x0", "y0", "x1", "y1")
@@ -237,3 +281,4 @@ class CsvList(DatasetReader):
 
     def records(self) -> list[ImageRecord]:
         return list(self._parse()[1])
+

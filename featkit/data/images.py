@@ -21,7 +21,6 @@ before any pixel is decoded (an unreadable image: status 2 under
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint  # noqa: F401  (their old home)
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 
 __all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
@@ -46,20 +46,6 @@ class Loaded:
     size: tuple[int, int]  # original (width, height); (0, 0) when unreadable
     error: str = ""
     fingerprint: str = ""  # file_fingerprint of the file ('' when it cannot be read)
-
-
-FINGERPRINT_BYTES = 64 * 1024
-
-
-def file_fingerprint(path: Path) -> str:
-    """``<bytes>:<blake2b of the first 64 KiB>``: cheap evidence that a file is the one extracted earlier."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            head = handle.read(FINGERPRINT_BYTES)
-    except OSError:
-        return ""
-    return f"{size}:{hashlib.blake2b(head, digest_size=16).hexdigest()}"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -97,9 +83,14 @@ def open_image(path: Path) -> Image.Image:
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
 
 
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+                  "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+"""Resampling filters of the resize to the network input (a backbone's config names one; bilinear by default)."""
+
+
 def load_rgb(
     path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None,
-    resize: str = "warp", stride: int = 1,
+    resize: str = "warp", stride: int = 1, interpolation: str = "bilinear",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(h, w, 3) uint8 pixels of ``path`` (or of its ``crop`` box) under the ``resize`` policy, and the original size.
 
@@ -130,9 +121,9 @@ def load_rgb(
             x1, y1 = min(rgb.size[0], crop[2] * sx), min(rgb.size[1], crop[3] * sy)
             if x1 - x0 < 1 or y1 - y0 < 1:
                 raise ValueError(f"crop box {tuple(round(v, 1) for v in crop)} is empty inside the {size} image")
-            rgb = rgb.resize(shape, Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+            rgb = rgb.resize(shape, INTERPOLATIONS[interpolation], box=(x0, y0, x1, y1))
         elif rgb.size != shape:
-            rgb = rgb.resize(shape, Image.Resampling.BILINEAR)
+            rgb = rgb.resize(shape, INTERPOLATIONS[interpolation])
         return np.asarray(rgb, dtype=np.uint8), size
 
 
@@ -146,7 +137,7 @@ class ImageFolderView(torch.utils.data.Dataset):
 
     def __init__(
         self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None,
-        resize: str = "warp", stride: int = 1,
+        resize: str = "warp", stride: int = 1, interpolation: str = "bilinear",
     ) -> None:
         self.root = root
         self.paths = paths
@@ -155,6 +146,7 @@ class ImageFolderView(torch.utils.data.Dataset):
         self.crops = crops
         self.resize = resize
         self.stride = stride
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,7 +155,8 @@ class ImageFolderView(torch.utils.data.Dataset):
         path = self.root / self.paths[index]
         try:
             crop = None if self.crops is None else _box(self.crops[index])
-            pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride)
+            pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride,
+                                   self.interpolation)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__

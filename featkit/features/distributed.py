@@ -114,7 +114,7 @@ def _rank_device(device: torch.device) -> torch.device:
 
 def _merged_output_is_complete(job: ExtractJob) -> bool:
     """True when ``job.output`` is this job's finished merged file; FeatkitError when it is anything else."""
-    spec, model, weights = load_backbone(job.options.model, job.options.weights)
+    spec, model, weights = load_backbone(job.options.model, job.options.weights, job.options.layer)
     provenance = job_provenance(job, spec, model, weights.identifier, weights.sha256)
     if not FeatureWriter.is_complete(job.output, provenance, job.records, job.crops):
         raise FeatkitError(f"{job.output} holds an unfinished single-process run; resume it with world_size=1, "

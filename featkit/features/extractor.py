@@ -62,6 +62,9 @@ class ExtractOptions:
     """Input geometry (:mod:`featkit.data.geometry`): ``warp``, ``short-side`` or ``crop``."""
     tta: str = "none"
     """``flip``: features (and maps, flipped back) are the mean of the image's and its mirror's."""
+    layer: str | None = None
+    """A module of the backbone body (``named_modules`` name) whose output is the feature map instead of the
+    last conv layer: GAP features of an inner stage (recorded as ``feature_layer``; no head is stored)."""
     rank: int = 0
     world_size: int = 1
     """``world_size > 1``: this process extracts the ``rank``-th contiguous block of rows into its own
@@ -276,7 +279,7 @@ def extract_rows(job: ExtractJob) -> ExtractResult:
     if not job.records:
         raise FeatkitError(f"no images to extract under {job.root}; check the dataset root and the dataset layout")
     device = resolve_device(options.device)
-    spec, model, weights = load_backbone(options.model, options.weights)
+    spec, model, weights = load_backbone(options.model, options.weights, options.layer)
     provenance = job_provenance(job, spec, model, weights.identifier, weights.sha256)
     head = None
     if model.head is not None:
@@ -324,6 +327,7 @@ def job_provenance(
         resize=job.options.resize,
         tta=job.options.tta,
         maps=job.options.maps,
+        interpolation=spec.interpolation,
         extra=attrs,
     )
 
@@ -429,7 +433,7 @@ def _run(
     device: torch.device,
 ) -> list[str]:
     view = ImageFolderView(Path(job.root), [r.path for r in job.records], provenance.input_size, crops=job.crops,
-                           resize=provenance.resize, stride=spec.stride)
+                           resize=provenance.resize, stride=spec.stride, interpolation=provenance.interpolation)
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
     workers, threads = loader_plan(device, job.options.workers, processes)
     with _intra_op_threads(threads):

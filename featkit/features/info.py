@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,8 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         state = "complete" if f.complete else f"INCOMPLETE: {done} of {n} rows (re-run the extract command to resume)"
         lines.append(f"  state        {state}")
         lines.append(f"  dataset      {a.get('dataset')} at {a.get('dataset_root')}")
+        if a.get("split_protocol") not in (None, "official", "none"):
+            lines.append(f"  protocol     {a['split_protocol']}")
         lines.append(f"  backbone     {a.get('backbone')}  layer {a.get('feature_layer')}  pooling {a.get('pooling')}")
         sha = str(a.get("weights_sha256") or "")
         lines.append(f"  weights      {a.get('weights')}" + (f"  sha256 {sha[:12]}..." if sha else ""))
@@ -81,6 +84,27 @@ def describe(path: str | Path, check: bool = False) -> tuple[str, list[str]]:
         lines.append(f"  integrity    ok ({checked} read" + ("" if check or not f.has_maps else
                                                            "; check=True also reads the maps") + ")")
         return "\n".join(lines), []
+
+
+def summary(path: str | Path, check: bool = False) -> dict[str, Any]:
+    """What :func:`describe` says, as a JSON-ready document: provenance attributes, counts, damage found."""
+    with FeatureFile(path) as f:
+        problems = damage(f, maps=check)
+        document: dict[str, Any] = {"path": str(f.path), "attrs": dict(f.attrs), "problems": problems}
+        if problems:
+            return document
+        labels, status, box = f.labels, f.status, f.box
+        head = f.head()
+        document.update(
+            complete=f.complete, n_images=len(f), labelled=int((labels >= 0).sum()), classes=f.classes,
+            gap_shape=list(f.h5["features/gap"].shape),
+            maps_shape=list(f.h5["features/maps"].shape) if f.has_maps else None,
+            splits=[dict(Counter(s for s in f.splits[:, fold] if s)) for fold in range(f.splits.shape[1])],
+            images_with_box=int((~np.isnan(box).any(axis=1)).sum()), boxes=int(f.h5["images/boxes"].shape[0]),
+            status={"ok": int((status == STATUS_OK).sum()), "unreadable": int((status == STATUS_FAILED).sum())},
+            head_shape=list(head.weight.shape) if head is not None else None,
+        )
+        return document
 
 
 def _damaged(f: FeatureFile, problems: list[str], check: bool) -> str:

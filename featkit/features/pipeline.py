@@ -12,6 +12,7 @@ from pathlib import Path
 from featkit.data.base import Dataset
 from featkit.features.distributed import extract_sharded
 from featkit.features.extractor import ExtractJob, ExtractOptions, ExtractResult, Progress, extract_rows
+from featkit.progress import progress_callback
 
 
 def run_job(job: ExtractJob) -> ExtractResult:
@@ -25,17 +26,21 @@ def extract(
     dataset: Dataset,
     output: str | Path,
     options: ExtractOptions | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = True,
 ) -> ExtractResult:
     """GAP features (and maps with ``options.maps``) of every image of ``dataset`` into ``output``.
 
-    Classes, splits and boxes come from the dataset's reader and manifest. The
+    Classes, splits and boxes come from the dataset's reader and manifest (or the
+    holdout of :meth:`Dataset.with_holdout`, recorded as ``split_protocol``). The
     file is resumable: calling again after an interruption continues where it
-    stopped. ``progress(done, total)`` is called after every committed batch.
+    stopped. ``progress``: True draws a ``tqdm.auto`` bar (notebooks included), False is silent, a function
+    ``progress(done, total)`` is called after every committed batch.
     """
     records = dataset.records()
     job = ExtractJob(
         root=Path(dataset.root), records=records, classes=dataset.classes(), splits=dataset.split_table(records),
-        dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(), progress=progress,
+        dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(),
+        progress=progress_callback(progress, f"extract {dataset.manifest.name}"),
+        extra={"split_protocol": dataset.protocol.describe()},
     )
     return run_job(job)

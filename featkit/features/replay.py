@@ -39,7 +39,7 @@ def weights_argument(attrs: dict[str, Any]) -> str | None:
 def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
     """The backbone that wrote a features file, with the same weights (checked by sha256)."""
     name = str(attrs["backbone"])
-    spec, model, info = load_backbone(name, weights_argument(attrs))
+    spec, model, info = load_backbone(name, weights_argument(attrs), str(attrs.get("feature_layer") or "") or None)
     if info.sha256 != str(attrs.get("weights_sha256", "")):
         raise FeatkitError(
             f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
@@ -75,7 +75,8 @@ class Replay:
         """Per batch of ``batch_size`` paths, its normalised inputs grouped by shape (``short-side`` makes
         several shapes; ``warp`` and ``crop`` one). ``size`` overrides the file's input size (other scales)."""
         size = self.provenance.input_size if size is None else int(size)
-        view = ImageFolderView(Path(root), list(paths), size, resize=self.provenance.resize, stride=self.spec.stride)
+        view = ImageFolderView(Path(root), list(paths), size, resize=self.provenance.resize, stride=self.spec.stride,
+                               interpolation=self.provenance.interpolation)
         for lo in range(0, len(paths), batch_size):
             items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
             bad = [it.error for it in items if it.error]
@@ -98,7 +99,7 @@ def recompute_maps(
     provenance, dev = replay.provenance, replay.device
     dtype = PRECISIONS.get(provenance.precision)
     view = ImageFolderView(Path(root), list(paths), provenance.input_size, resize=provenance.resize,
-                           stride=replay.spec.stride)
+                           stride=replay.spec.stride, interpolation=provenance.interpolation)
     model = replay.model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = (cpu_forward_batch(model, provenance.input_size, provenance.precision if dtype else "float32")
              if dev.type == "cpu" else batch_size)

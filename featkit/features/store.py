@@ -57,13 +57,13 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from featkit.data.base import ImageRecord
-from featkit.data.images import file_fingerprint
+from featkit.data.fingerprint import file_fingerprint
 from featkit.errors import FeatkitError
 from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
 from featkit.features.schema import (
+    ABSENT_MEANS,
     RESUME_KEYS,
     STATUS_OK,
     STATUS_PENDING,
@@ -271,6 +271,8 @@ class FeatureWriter:
             want = expected.get(key)
             if key == "dataset_root" and (moved_root or have is None):
                 continue  # files of older versions did not compare it; a moved root is checked below
+            if have is None and want is not None and key in ABSENT_MEANS:
+                have = ABSENT_MEANS[key]  # written before the key was recorded
             if plain(have) != plain(want):
                 handle.close()
                 hint = (" (if the dataset moved, pass moved_root=True to resume from the new root)"
@@ -666,6 +668,8 @@ class FeatureFile:
             unique, inverse = np.unique(idx, return_inverse=True)  # h5py wants increasing, unique rows
             raw = stored[unique]
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
+        import torch  # here, not at the top: reading a file's tables (featkit info) needs no torch
+
         maps = torch.from_numpy(raw).float().numpy()
         bad = ~np.isfinite(maps)
         if bad.any() and self.geometry[0] == "short-side":
@@ -683,6 +687,19 @@ class FeatureFile:
         for lo in range(0, len(idx), batch):
             chunk = idx[lo : lo + batch]
             yield chunk, self.maps(chunk)
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Plain arrays by name: features, labels, classes, paths, splits, sizes, status, boxes
+        (:func:`featkit.features.export.to_numpy`)."""
+        from featkit.features.export import to_numpy
+
+        return to_numpy(self)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per image (:func:`featkit.features.export.to_pandas`; needs pandas)."""
+        from featkit.features.export import to_pandas
+
+        return to_pandas(self)
 
     def close(self) -> None:
         if self.h5.id.valid:

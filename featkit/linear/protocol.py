@@ -53,9 +53,19 @@ def split_rows(features: FeatureFile, split: str, fold: int = 0, splits: np.ndar
     rows = np.flatnonzero(usable & (splits[:, fold] == split))
     if rows.size == 0:
         present = sorted({s for s in splits[:, fold] if s})
-        hint = f"splits present: {', '.join(present)}" if present else "the dataset has no split (a plain folder or list)"
+        hint = (f"splits present: {', '.join(present)}" if present else
+                "the dataset has no split (a plain folder or list): extract it again with holdout=0.25 for a "
+                "stratified held-out quarter (or put the images in train/ and val/ folders)")
         raise FeatkitError(f"no usable images in split {split!r} of fold {fold} in {features.path}; {hint}")
     return rows
+
+
+def eval_split(features: FeatureFile, fold: int = 0, splits: np.ndarray | None = None) -> str:
+    """The split scores are reported on: 'test', or 'val' in a file that has a val split but no test split
+    (a torchvision-style train/val tree)."""
+    table = features.splits if splits is None else splits
+    present = set(table[:, fold]) if 0 <= fold < table.shape[1] else set()
+    return "val" if "test" not in present and "val" in present else "test"
 
 
 def targets(features: FeatureFile, rows: np.ndarray) -> np.ndarray:
@@ -231,14 +241,16 @@ def score(scores: np.ndarray, y: np.ndarray, classes: list[str], is_multilabel: 
     )
 
 
-def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str = "test", fold: int | None = None,
-             splits: np.ndarray | None = None) -> Metrics:
+def evaluate(classifier: LinearClassifier, features: FeatureFile, split: str | None = None,
+             fold: int | None = None, splits: np.ndarray | None = None) -> Metrics:
     """Scores of ``classifier`` on ``split`` of ``fold`` (None: the classifier's own training fold).
 
-    Refuses (FeatkitError) rows the classifier was trained on.
+    ``split`` None is :func:`eval_split` ('test', or 'val' for a train/val tree). Refuses (FeatkitError)
+    rows the classifier was trained on.
     """
     require_usable(features)
     fold = classifier_fold(classifier, fold)
+    split = eval_split(features, fold, splits) if split is None else split
     if classifier.classes != features.classes:
         raise FeatkitError(
             f"{classifier.source} predicts {len(classifier.classes)} other classes than the "
@@ -289,14 +301,14 @@ FoldDone = Callable[[int, OneVsAllLinearSVM, dict[str, Any], Metrics], None]
 
 def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, splits: np.ndarray | None = None,
                  on_fold: FoldDone | None = None, **svm_options: Any) -> ProtocolResult:
-    """Train on 'train' and score on 'test' for each fold (all folds of the file by default)."""
+    """Train on 'train' and score on 'test' (:func:`eval_split`) for each fold (all folds of the file by default)."""
     table = features.splits if splits is None else splits
     n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
     values, scores = [], []
     for fold in range(n_folds):
         svm, trained_on = train_svm(features, fold=fold, splits=table, **svm_options)
         classifier = LinearClassifier.from_estimator(svm, features.classes, f"SVM of fold {fold}")
-        scores.append(evaluate(classifier, features, "test", fold, table))
+        scores.append(evaluate(classifier, features, None, fold, table))
         values.append(scores[-1].value(metric))
         log.info("fold %d: %s %.4f", fold, metric, values[-1])
         if on_fold is not None:

@@ -462,6 +462,10 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
     multilabel : bool
         y is an (N, C) 0/1 matrix (SUN Attribute): one SVM per column, CV by mAP,
         ``predict`` gives the (N, C) matrix ``score > 0``, ``score`` the mAP.
+    binary_scores : "columns" or "difference"
+        With two classes, ``decision_function`` gives both SVMs' scores (N, 2) ("columns", featkit's CAM
+        convention) or scikit-learn's binary convention (N,), the second class's score minus the first's
+        ("difference": what ``cross_val_score(..., scoring="roc_auc")`` and the other binary scorers need).
 
     Attributes
     ----------
@@ -508,6 +512,7 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
         n_jobs: int | None = -1,
         random_state: int = 0,
         multilabel: bool = False,
+        binary_scores: Literal["columns", "difference"] = "columns",
     ) -> None:
         self.C = C
         self.C_grid = C_grid
@@ -518,6 +523,7 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.multilabel = multilabel
+        self.binary_scores = binary_scores
 
     # -- sklearn plumbing ---------------------------------------------------
 
@@ -634,11 +640,20 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Scores (N, C), one column per class, also for two classes.
+        """Scores (N, C), one column per class, also for two classes (unless ``binary_scores="difference"``).
 
         ``(X / ||X||_2) @ coef_.T + intercept_`` for ``normalize="l2"``,
         ``X @ coef_.T + intercept_`` for ``"none"``.
         """
+        scores = self._class_scores(X)
+        if self.binary_scores == "difference" and not self.multilabel and scores.shape[1] == 2:
+            return scores[:, 1] - scores[:, 0]
+        if self.binary_scores not in ("columns", "difference"):
+            raise FeatkitError(f"binary_scores must be 'columns' or 'difference', got {self.binary_scores!r}")
+        return scores
+
+    def _class_scores(self, X: np.ndarray) -> np.ndarray:
+        """(N, C): one column per class, whatever ``binary_scores`` says."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, order="C", ensure_all_finite=False, reset=False)
         self._check_finite(X)
@@ -646,7 +661,7 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Arg-max class (multi-class) or the (N, C) 0/1 matrix ``score > 0`` (multi-label)."""
-        scores = self.decision_function(X)
+        scores = self._class_scores(X)
         if self.multilabel:
             return (scores > 0).astype(np.int64)
         return self.classes_[np.argmax(scores, axis=1)]
@@ -657,4 +672,4 @@ class OneVsAllLinearSVM(ClassifierMixin, BaseEstimator):
             return super().score(X, y, sample_weight=sample_weight)
         if sample_weight is not None:
             raise FeatkitError("sample_weight is not supported for the multi-label mAP")
-        return mean_average_precision(np.asarray(y), self.decision_function(X))
+        return mean_average_precision(np.asarray(y), self._class_scores(X))

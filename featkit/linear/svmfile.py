@@ -156,7 +156,10 @@ def classifier_for(features: FeatureFile, svm_path: str | Path | None) -> Linear
     if svm_path is None or str(svm_path) == "head":
         head = features.head()
         if head is None:
-            raise FeatkitError(f"{features.path} has no backbone head; pass an svm.h5 from svm-train")
+            layer = features.attrs.get("feature_layer")
+            raise FeatkitError(f"{features.path} has no backbone head (its features come from layer {layer!r}, "
+                               "which has no classifier of its own); pass an svm.h5 from svm-train: SVM weights give "
+                               "CAMs at any layer")
         return LinearClassifier.from_head(head, features.attrs)
     classifier = load_svm(svm_path)
     check_matches(classifier, features)

@@ -21,11 +21,9 @@ from featkit.models.caffe import (
     random_backbone,
 )
 from featkit.models.efficientnet_lite import LITE_PARAMS, EfficientNetLite
+from featkit.models.names import RANDOM
 from featkit.models.registry import Backbone, BackboneSpec, WeightsInfo, register_backbone
 from featkit.models.weights import hub_cached_or_download, load_into, read_state_dict, sha256_of
-
-RANDOM = "random"
-"""``--weights random``: untrained parameters, for tests and smoke runs only."""
 
 # ---------------------------------------------------------------- EfficientNet-Lite
 

@@ -8,11 +8,10 @@ mean nothing: never report numbers made with it.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import nn
 
+from featkit.models.custom import state_digest
 from featkit.models.registry import Backbone, BackboneSpec, WeightsInfo, register_backbone
 from featkit.models.weights import load_into, read_state_dict
 
@@ -39,19 +38,10 @@ def _seeded(seed: int) -> tuple[nn.Sequential, nn.Linear]:
     return body, head
 
 
-def _digest(modules: tuple[nn.Module, ...]) -> str:
-    digest = hashlib.sha256()
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _build(weights: str | None) -> tuple[Backbone, WeightsInfo]:
     body, head = _seeded(TINY_SEED)
     if weights in (None, "random", f"seeded:{TINY_SEED}"):
-        info = WeightsInfo(f"seeded:{TINY_SEED}", _digest((body, head)))
+        info = WeightsInfo(f"seeded:{TINY_SEED}", state_digest(body, head))
     else:
         state, info = read_state_dict(weights)
         holder = nn.ModuleDict({"body": body, "head": head})
@@ -72,5 +62,6 @@ register_backbone(
         mean=(0.5, 0.5, 0.5),
         std=(0.25, 0.25, 0.25),
         head=f"random-{TINY_CLASSES}",
+        listed=False,
     )
 )

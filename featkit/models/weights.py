@@ -30,13 +30,20 @@ def sha256_of(path: Path) -> str:
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """A state dict from a .pth/.pt file (bare, or under 'state_dict'/'model')."""
+    """A state dict from a .pth/.pt file (bare, or under 'state_dict'/'model'), or a .safetensors file."""
     file = Path(path)
     if not file.is_file():
         raise FeatkitError(f"weights file {file} does not exist; pass weights=PATH to a .pth state dict")
     try:
-        obj: Any = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(file))
+        else:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise FeatkitError(f"reading {file} needs the safetensors package: pip install safetensors") from None
+    except Exception as exc:  # torch and safetensors raise many types for a bad file
         raise FeatkitError(f"cannot read weights file {file} ({type(exc).__name__}); expected a torch state dict") from exc
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):

@@ -9,6 +9,7 @@ image's worth.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -29,6 +30,8 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
 from featkit.outputs import check_output_folder
 from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, write_gallery
+
+log = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("gt", "top1", "top5")
 """Which CAMs to draw; any other value of ``which`` is taken as a class name."""
@@ -73,6 +76,22 @@ def _file_stem(row: int, path: str) -> str:
     return f"{row:06d}_{name}"
 
 
+_PICTURE = re.compile(r"\d{6}_[A-Za-z0-9._-]*\.png")
+_RAW_FILES = ("cams.npy", "cams_classes.npy", "cams_rows.npy", "cams.h5")
+
+
+def _clear_previous_gallery(out: Path) -> None:
+    """Remove the pictures and raw maps of an earlier gallery in ``out`` (it has an index.html), so the new
+    page is not surrounded by stale pictures; files named otherwise (the user's own) stay."""
+    if not (out / "index.html").is_file():
+        return
+    stale = [p for p in out.iterdir() if p.is_file() and (_PICTURE.fullmatch(p.name) or p.name in _RAW_FILES)]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info("removed %d files of the previous gallery in %s", len(stale), out)
+
+
 def render_cams(
     features: FeatureFile,
     classifier: LinearClassifier,
@@ -112,6 +131,7 @@ def render_cams(
     files = _image_paths(features, idx, root)
     out = check_output_folder(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_previous_gallery(out)
 
     source = MapSource.of(features, root, device=device)
     chosen = dict(calibrations or {})

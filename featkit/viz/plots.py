@@ -76,7 +76,7 @@ def threshold_curve_plot(
 
 
 def confusion_plot(metrics: Metrics, classes: list[str], path: str | Path, title: str = "") -> Path:
-    """Row-normalized confusion matrix as a PNG."""
+    """Row-normalized confusion matrix as a PNG, with the image counts in the cells (up to 30 classes)."""
     if metrics.confusion is None:
         raise FeatkitError("a confusion matrix needs single-label data; this dataset is multi-label")
     cm = metrics.confusion.astype(np.float64)
@@ -89,9 +89,16 @@ def confusion_plot(metrics: Metrics, classes: list[str], path: str | Path, title
     if n <= 60:
         ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
         ax.set_yticks(range(n), classes, fontsize=7)
+    if n <= 30:  # the image counts in the cells, where they stay legible
+        counts = metrics.confusion
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7,
+                            color="black" if cm[i, j] > 0.5 else "white")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or f"accuracy {100 * metrics.accuracy:.2f} %")
+    ax.set_title(title or f"accuracy {100 * metrics.accuracy:.2f} % ({int(metrics.confusion.sum())} images)")
     figure.colorbar(im, ax=ax, fraction=0.046)
     figure.tight_layout()
     return _save(figure, path)

@@ -1,0 +1,20 @@
+"""Cheap evidence that an image file is the one extracted earlier (no torch, no decoding)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+FINGERPRINT_BYTES = 64 * 1024
+
+
+def file_fingerprint(path: Path) -> str:
+    """``<bytes>:<blake2b of the first 64 KiB>``: cheap evidence that a file is the one extracted earlier."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(FINGERPRINT_BYTES)
+    except OSError:
+        return ""
+    return f"{size}:{hashlib.blake2b(head, digest_size=16).hexdigest()}"
