@@ -18,6 +18,7 @@ Caltech101_boxes (airplanes, faces, motorbikes; csv layout).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,7 +33,6 @@ from featkit.data.geometry import DEFAULT_RESIZE
 from featkit.errors import FeatkitError
 from featkit.features import ExtractOptions, extract
 from featkit.linear import save_svm, train_svm
-from featkit.linear.protocol import split_rows
 
 BOX_SETS: dict[str, tuple[str, str]] = {
     "cub": ("cub200", "CUB_200_2011"),
@@ -51,7 +51,7 @@ def build_store(prefix: str, root: Path, cache: Path, resize: str, options: Extr
     from featkit.features import FeatureFile
 
     with FeatureFile(features_path) as features:
-        if not len(split_rows(features, "test")):
+        if "test" not in set(features.splits[:, 0]):
             return features_path, None
         if not svm_path.is_file():
             svm, trained_on = train_svm(features)
@@ -120,13 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not root.exists():
                 print(f"{prefix}: {root} is absent, skipped", flush=True)
                 continue
-            rows: list[dict[str, Any]] = []
-            per_class: list[dict[str, Any]] = []
-            for g in geometries:
-                features_path, svm_path = build_store(prefix, root, args.cache, g, options)
-                r, c, _ = run_store(f"{prefix} {g}", features_path, svm_path, DEFAULT_METHODS, oracle=False)
-                rows += r
-                per_class += c
+            done = args.cache / f"geometry_localization_{prefix}_{'_'.join(geometries)}.json"
+            if done.is_file():  # a set finished by an earlier run over the same stores
+                rows, per_class = json.loads(done.read_text())
+            else:
+                rows, per_class = [], []
+                for g in geometries:
+                    features_path, svm_path = build_store(prefix, root, args.cache, g, options)
+                    r, c, _ = run_store(f"{prefix} {g}", features_path, svm_path, DEFAULT_METHODS, oracle=False)
+                    rows += r
+                    per_class += c
+                done.write_text(json.dumps([rows, per_class], default=float))
             table += compare(per_class, rows, prefix, geometries)
             print(f"{prefix}: done", flush=True)
     except FeatkitError as exc:
