@@ -13,9 +13,12 @@ High-bit-depth images are brought to 8 bits by their type's range, not
 clipped: 16-bit integers divided by 257 (65535 -> 255), 32-bit integers the
 same when they hold 16-bit values (else by their maximum), floats by their
 range ([0, 1] -> x 255, [0, 255] as is, anything else min-max). Images whose
-header claims more pixels than Pillow's decompression-bomb limit are refused
-before any pixel is decoded (an unreadable image: status 2 under
-``on_error='skip'``).
+header claims more than :data:`MAX_PIXELS` pixels are refused before any pixel
+is decoded, and so are paths that are not regular files (a FIFO would block the
+read forever, a device such as ``/dev/zero`` never ends): both are unreadable
+images (status 2 under ``on_error='skip'``). Every verb that reads pixels
+(extract, crops, cam, units, the image checks) opens them through
+:func:`open_image`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import errno
 import hashlib
 import math
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,14 +92,39 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+"""Pixel budget of one image (width x height, 89.5 Mpx: Pillow's own decompression-bomb warning line,
+about 1/4 GiB of RGB): an upsampled CAM of a larger image alone would take gigabytes, and the
+datasets featkit reads have images far below it."""
+
+
+def require_regular_file(path: Path) -> None:
+    """OSError unless ``path`` is a regular file (FIFOs, sockets and devices block or never end)."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a folder" if stat.S_ISDIR(info.st_mode)
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file")
+        raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+
+
 def open_image(path: Path) -> Image.Image:
-    """``Image.open`` that turns a decompression bomb into a ValueError naming the claimed size."""
+    """``Image.open`` of a regular file within the pixel budget (:data:`MAX_PIXELS`), else OSError or
+    ValueError naming the reason, before any pixel is decoded."""
+    require_regular_file(path)
     try:
-        return Image.open(path)
-    except Image.DecompressionBombError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"image too large to decode safely ({exc})") from None
     except RuntimeError as exc:  # Pillow < 11 resolves the path: pathlib says "Symlink loop" this way
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise ValueError(f"image of {width}x{height} pixels ({width * height / 1e6:.0f} Mpx) is over featkit's "
+                         f"budget of {MAX_PIXELS / 1e6:.0f} Mpx per image; downscale it")
+    return img
 
 
 def load_rgb(

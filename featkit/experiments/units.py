@@ -14,8 +14,9 @@ import numpy as np
 from PIL import Image
 
 from featkit.cam.boxer import CamBoxer
+from featkit.data.images import open_image
 from featkit.errors import FeatkitError
-from featkit.features.integrity import require_usable
+from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
@@ -61,6 +62,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         raise FeatkitError(f"images are not at {image_root}; pass root=DATASET_ROOT")
     check_output_folder(out_dir).mkdir(parents=True, exist_ok=True)
     paths, sizes = features.paths, features.sizes
+    require_same_images(features, image_root, sorted({r for report in reports for r in report.rows}))
     source = MapSource.of(features, image_root)
     boxer = CamBoxer.for_units(int(features.attrs["channels"]))
     entries = []
@@ -72,7 +74,8 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         for i, row in enumerate(rows):
             size = (int(sizes[row][0]), int(sizes[row][1]))
             up = boxer.upsample(cams[i, 0], size, None if frames is None else frames[i])
-            image = Image.open(image_root / paths[row]).convert("RGB")
+            with open_image(image_root / paths[row]) as opened:
+                image = opened.convert("RGB")
             strip = cam_strip(image, [boxer.display(up)], [f"F={report.activations[i]:.2f}"],
                               pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])
             panels.append(strip.resize((strip.width * 200 // strip.height, 200)))

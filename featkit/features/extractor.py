@@ -38,6 +38,8 @@ from featkit.models.registry import Backbone, BackboneSpec
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
+MAX_BATCH = 4096
+"""Largest batch_size: a batch of 4096 inputs at 448 px is already 2.5 GB of pixels."""
 SHAPE_WINDOW = 128
 """Default ``shape_window``: at 224 px a batch of 32 photos holds 5 to 11 input shapes under ``short-side``,
 so per-batch buckets run as many small, ragged forward passes; 128 images fill most passes
@@ -88,12 +90,16 @@ class ExtractOptions:
 
     def validate(self) -> None:
         """Refuse impossible values before any work (names are the Python keywords; the CLI maps them)."""
-        if self.batch_size < 1:
-            raise FeatkitError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise FeatkitError(f"batch_size must lie in 1..{MAX_BATCH}, got {self.batch_size}")
         if self.image_size is not None and not 32 <= self.image_size <= 2048:
             raise FeatkitError(f"image_size must be between 32 and 2048 pixels, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
             raise FeatkitError(f"workers must be 0 or more, got {self.workers}")
+        cores = os.cpu_count() or 1
+        if self.workers is not None and self.workers > cores:
+            raise FeatkitError(f"workers must be at most {cores} (this machine's CPU cores; each worker holds its "
+                               f"own copy of the decoder), got {self.workers}")
         if self.on_error not in ON_ERROR:
             raise FeatkitError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         check_geometry(self.resize, self.tta)

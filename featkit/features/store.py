@@ -64,12 +64,14 @@ from featkit.errors import FeatkitError
 from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
 from featkit.features.schema import (
     RESUME_KEYS,
+    SCHEMA_VERSION,
     STATUS_OK,
     STATUS_PENDING,
     Provenance,
     plain,
 )
 from featkit.outputs import check_output_file
+from featkit.validation import MAX_DECLARED_ELEMENTS, as_int, damaged, int_attr, require_schema
 
 _STR = h5py.string_dtype("utf-8")
 log = logging.getLogger(__name__)
@@ -500,6 +502,16 @@ class FeatureFile:
         if "schema_version" not in self.h5.attrs or "features" not in self.h5:
             self.h5.close()
             raise FeatkitError(f"{self.path} is not a featkit features file (no schema_version); make one with extract")
+        try:  # the attributes every reader sizes its work by; the arrays are checked by integrity.require_usable
+            fix = "re-extract it (overwrite=True)"
+            require_schema(self.h5.attrs, SCHEMA_VERSION, self.path, fix)
+            for key in ("n_images", "channels", "rows_done"):
+                int_attr(self.h5.attrs, key, self.path, high=MAX_DECLARED_ELEMENTS, fix=fix)
+            if as_int(self.h5.attrs.get("channels")) == 0:
+                raise damaged(self.path, "attribute channels is 0", fix)
+        except FeatkitError:
+            self.h5.close()
+            raise
 
     # Provenance and the small per-image tables are read once per open file (they never change
     # for a reader); the features and maps are read on demand, by rows.

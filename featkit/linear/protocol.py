@@ -133,7 +133,13 @@ def training_rows(classifier: LinearClassifier, features: FeatureFile) -> np.nda
     a = classifier.attrs
     rows, digest = a.get("trained_rows"), a.get("trained_images_sha256")
     if rows is not None and digest is not None:
-        return np.asarray(rows, dtype=np.int64) if digest == features.images_sha256 else None
+        if digest != features.images_sha256:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and rows.max() >= len(features):
+            raise FeatkitError(f"{classifier.source} is damaged: trained/rows names row {int(rows.max())}, but "
+                               f"{features.path} (its training file) has {len(features)} rows; train it again")
+        return rows
     split, fold = a.get("trained_split"), a.get("trained_fold")
     if split is None or fold is None or a.get("features_dataset") != features.attrs.get("dataset"):
         return None

@@ -30,6 +30,7 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, trained_attrs
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.outputs import check_output_file
+from featkit.validation import as_int, damaged, int_attr, read_array, read_strings, require_schema
 
 SVM_SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -95,6 +96,7 @@ def _write_svm(path: Path, svm: OneVsAllLinearSVM, classes: list[str], features:
 
 
 def load_svm(path: str | Path) -> LinearClassifier:
+    """svm.h5 at ``path``, every entry validated (:mod:`featkit.validation`) before use."""
     path = Path(path)
     if not path.is_file():
         raise FeatkitError(f"SVM file {path} does not exist; train one with svm-train")
@@ -102,13 +104,33 @@ def load_svm(path: str | Path) -> LinearClassifier:
         with h5py.File(path, "r") as h5:
             if "weight" not in h5 or h5.attrs.get("kind") != "one-vs-all linear SVM":
                 raise FeatkitError(f"{path} is not a featkit svm.h5 (no SVM weights); use svm-train")
-            attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
-            if "trained/rows" in h5:
-                attrs["trained_rows"] = h5["trained/rows"][:]
-            return LinearClassifier(h5["weight"][:], h5["bias"][:], list(h5["classes"].asstr()[:]),
-                                    str(attrs["normalize"]), str(path), "svm", attrs)
+            return _read_svm(h5, path)
     except OSError as exc:
         raise FeatkitError(f"{path} is not a readable HDF5 file ({exc})") from exc
+
+
+def _read_svm(h5: h5py.File, path: Path) -> LinearClassifier:
+    fix = "train it again with svm-train"
+    require_schema(h5.attrs, SVM_SCHEMA_VERSION, path, fix)
+    weight = read_array(h5, "weight", path, shape=(None, None), finite=True, fix=fix).astype(np.float64)
+    n_classes, channels = weight.shape
+    if n_classes < 1 or channels < 1:
+        raise damaged(path, f"weight has shape {weight.shape}, expected (classes, channels)", fix)
+    bias = read_array(h5, "bias", path, shape=(n_classes,), finite=True, fix=fix).astype(np.float64)
+    classes = read_strings(h5, "classes", path, length=n_classes, fix=fix)
+    attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
+    normalize = attrs.get("normalize")
+    if normalize not in ("l2", "none"):
+        raise damaged(path, f"attribute normalize is {normalize!r}, expected 'l2' or 'none'", fix)
+    if "trained/rows" in h5:
+        rows = read_array(h5, "trained/rows", path, kinds="iu", shape=(None,), fix=fix).astype(np.int64)
+        n = attrs.get("trained_n_images")
+        if rows.size and (rows.min() < 0 or np.any(np.diff(rows) <= 0)) or (n is not None and as_int(n) != rows.size):
+            raise damaged(path, f"trained/rows is not the {n} increasing row numbers of the training images", fix)
+        attrs["trained_rows"] = rows
+    if "trained_fold" in attrs:
+        int_attr(attrs, "trained_fold", path, fix=fix)
+    return LinearClassifier(weight, bias, classes, str(normalize), str(path), "svm", attrs)
 
 
 def check_matches(classifier: LinearClassifier, features: FeatureFile, *, need_same_classes: bool = True) -> None:

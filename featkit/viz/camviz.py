@@ -21,9 +21,10 @@ from PIL import Image, UnidentifiedImageError
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import CamOptions
+from featkit.data.images import open_image
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
-from featkit.features.integrity import require_usable
+from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
@@ -48,6 +49,7 @@ def _image_paths(features: FeatureFile, rows: np.ndarray, root: str | Path | Non
     for file in files:
         if not file.is_file():
             raise FeatkitError(f"image {file} not found; pass root=DATASET_ROOT pointing at the dataset folder")
+    require_same_images(features, base, rows)  # CAMs drawn on other photos would be silently wrong
     return files
 
 
@@ -206,9 +208,9 @@ def _picture(
 
 def _open(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, ValueError, UnidentifiedImageError) as exc:
         raise FeatkitError(f"cannot read image {path} ({exc}); check root=DATASET_ROOT") from exc
 
 
