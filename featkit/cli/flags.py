@@ -55,6 +55,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "protocol": "--protocol",
     "cam_curve_interval": "--cam-curve-interval",
     "moved_root": "--moved-root",
+    "folds": "--folds",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

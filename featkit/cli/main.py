@@ -176,7 +176,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from featkit.features.distributed import merge_shards
 
-    path = merge_shards([Path(s) for s in args.shards], Path(args.output))
+    path = merge_shards([Path(s) for s in args.shards], Path(args.output), overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -523,6 +523,8 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.linear.protocol import dataset_metric
 
     C = _parse_C(args.C)
+    if args.folds is not None and args.folds < 1:
+        raise FeatkitError(f"--folds must be at least 1 (or left out for every fold), got {args.folds}")
     out = Path(args.output) if args.output else None
     with FeatureFile(args.features) as features:
         n_folds = features.splits.shape[1] if args.folds is None else min(args.folds, features.splits.shape[1])
@@ -677,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join the per-rank shards of a multi-process extraction into one file")
     p.add_argument("shards", nargs="+", help="shard files (out.rank0-of-N.h5 ...)")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("info", help="what a features.h5 holds (and whether it is damaged)")

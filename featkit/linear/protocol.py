@@ -276,6 +276,8 @@ def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, s
                  on_fold: FoldDone | None = None, **svm_options: Any) -> ProtocolResult:
     """Train on 'train' and score on 'test' for each fold (all folds of the file by default)."""
     table = features.splits if splits is None else splits
+    if folds is not None and folds < 1:
+        raise FeatkitError(f"folds must be at least 1 (or left out for all {table.shape[1]} folds), got {folds}")
     n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
     values, scores = [], []
     for fold in range(n_folds):
