@@ -20,7 +20,7 @@ import numpy as np
 from featkit import __version__
 from featkit.cli.flags import to_flags
 from featkit.errors import FeatkitError
-from featkit.outputs import check_output_file, check_output_folder
+from featkit.outputs import check_output_file, check_output_folder, removed_on_failure, write_text
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
@@ -186,21 +186,22 @@ def _cmd_units(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import classifier_for
 
-    if args.output:
-        check_output_folder(args.output)
-    with FeatureFile(args.features) as features:
-        classifier = classifier_for(features, args.svm)
-        reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
-        rows = [("unit", "w_k^c", "top images (GAP activation)")]
-        paths = features.paths
-        for r in reports:
-            tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
-            rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
-        _print_table(rows)
+    with removed_on_failure(args.output or ""):
         if args.output:
-            index = render_units(features, reports, args.class_name, Path(args.output), args.root)
-            print(f"wrote {index}")
-    return 0
+            check_output_folder(args.output)
+        with FeatureFile(args.features) as features:
+            classifier = classifier_for(features, args.svm)
+            reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
+            rows = [("unit", "w_k^c", "top images (GAP activation)")]
+            paths = features.paths
+            for r in reports:
+                tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
+                rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
+            _print_table(rows)
+            if args.output:
+                index = render_units(features, reports, args.class_name, Path(args.output), args.root)
+                print(f"wrote {index}")
+        return 0
 
 
 def _cmd_crops(args: argparse.Namespace) -> int:
@@ -323,25 +324,26 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import render_cams
 
-    check_output_folder(args.output)
-    if args.limit < 0:
-        raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
-    with FeatureFile(args.features) as features:
-        classifier = classifier_for(features, args.svm)
-        args.fold = classifier_fold(classifier, args.fold)
-        rows = _select_rows(features, args)
-        methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
-        args.method = methods[0]
-        calibrations = _calibrations(features, classifier, args, methods)
-        update, close = _progress_bar("cam")
-        try:
-            index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
-                                cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
-                                device=args.device, progress=update, methods=methods, calibrations=calibrations)
-        finally:
-            close()
-    print(f"wrote {len(rows)} CAM pictures and {index}")
-    return 0
+    with removed_on_failure(args.output):
+        check_output_folder(args.output)
+        if args.limit < 0:
+            raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
+        with FeatureFile(args.features) as features:
+            classifier = classifier_for(features, args.svm)
+            args.fold = classifier_fold(classifier, args.fold)
+            rows = _select_rows(features, args)
+            methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
+            args.method = methods[0]
+            calibrations = _calibrations(features, classifier, args, methods)
+            update, close = _progress_bar("cam")
+            try:
+                index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
+                                    cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
+                                    device=args.device, progress=update, methods=methods, calibrations=calibrations)
+            finally:
+                close()
+        print(f"wrote {len(rows)} CAM pictures and {index}")
+        return 0
 
 
 def _cmd_localize(args: argparse.Namespace) -> int:
@@ -370,11 +372,21 @@ def _cmd_localize(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     if args.output:
         out = Path(args.output)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        written = [report.write_csv(out / "localization.csv"), report.write_json(out / "localization.json")]
-        (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
-        if report.curves is not None:
-            written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
+        written: list[Path] = []
+        try:  # the reports are one set: a failed write removes the ones this run wrote
+            written.append(report.write_csv(out / "localization.csv"))
+            written.append(report.write_json(out / "localization.json"))
+            written.append(write_text(out / "localization.md", report.to_markdown()))
+            if report.curves is not None:
+                written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -382,15 +394,16 @@ def _cmd_localize(args: argparse.Namespace) -> int:
 def _cmd_discover(args: argparse.Namespace) -> int:
     from featkit.experiments.discover import discover
 
-    update, close = _progress_bar("discover")
-    try:
-        result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
-                          weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
-    finally:
-        close()
-    print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
-          f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
-    return 0
+    with removed_on_failure(args.output):
+        update, close = _progress_bar("discover")
+        try:
+            result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
+                              weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
+        finally:
+            close()
+        print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
+              f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
+        return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -407,14 +420,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from featkit.experiments.demo import run_demo
 
-    update, close = _progress_bar("demo")
-    try:
-        index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
-                         top=args.top, progress=update)
-    finally:
-        close()
-    print(f"wrote {index} (open it in a browser)")
-    return 0
+    with removed_on_failure(args.output):
+        update, close = _progress_bar("demo")
+        try:
+            index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
+                             top=args.top, progress=update)
+        finally:
+            close()
+        print(f"wrote {index} (open it in a browser)")
+        return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

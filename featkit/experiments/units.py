@@ -22,7 +22,7 @@ from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, write_gallery
+from featkit.viz.overlay import GalleryEntry, cam_strip, save_picture, write_gallery
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
                               pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])
             panels.append(strip.resize((strip.width * 200 // strip.height, 200)))
         picture = _hstack(panels)
-        target = out_dir / f"unit_{report.unit:04d}.png"
-        picture.save(target)
+        target = save_picture(picture, out_dir / f"unit_{report.unit:04d}.png")
         entries.append(GalleryEntry(target, f"unit {report.unit}: w = {report.weight:+.4f}; top images: "
                                     + ", ".join(Path(paths[r]).name for r in rows)))
     return write_gallery(out_dir / "index.html", entries, title=f"featkit units of class {class_name}")

@@ -27,9 +27,9 @@ Layout (schema 1):
 Every array is allocated at its full size when the file is created and rows
 are filled in order; ``rows_done`` moves only after a batch is flushed, so an
 interrupted run resumes at the first unfinished batch and never loses or
-duplicates rows. A new file's layout is written to ``<name>.partial`` and
-renamed into place once complete, so a run killed while creating it leaves no
-unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
+duplicates rows. A new file's layout is built in memory and written through a
+temp file renamed into place (:func:`featkit.outputs.write_bytes`), so a run
+killed or a disk filled while creating it leaves no unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
 so a second writer is refused. A full disk never costs committed rows: a batch
 that may not fit is refused before it is written, and after a write that fails
 anyway nothing more reaches the file (HDF5 would otherwise flush half-updated
@@ -47,7 +47,6 @@ import datetime as _dt
 import hashlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,7 +60,7 @@ import torch
 from featkit.data.base import ImageRecord
 from featkit.data.images import file_fingerprint
 from featkit.errors import FeatkitError
-from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
+from featkit.features.lock import OutputLock, remove_stale_temps, temp_name, writer_pid
 from featkit.features.schema import (
     RESUME_KEYS,
     SCHEMA_VERSION,
@@ -70,7 +69,7 @@ from featkit.features.schema import (
     Provenance,
     plain,
 )
-from featkit.outputs import check_output_file
+from featkit.outputs import check_output_file, h5_image, room_for, size_text, write_bytes
 from featkit.validation import MAX_DECLARED_ELEMENTS, as_int, damaged, int_attr, require_schema
 
 _STR = h5py.string_dtype("utf-8")
@@ -114,10 +113,6 @@ def _reason(exc: OSError) -> str:
         if os.strerror(code).lower() in text.lower() or f"errno = {code}" in text:
             return os.strerror(code)
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _megabytes(n: int) -> str:
-    return f"{max(n, 0) / 2**20:.1f} MiB"
 
 
 def _check_fingerprints(h5: h5py.File, root: Path, rows: np.ndarray, path: Path) -> None:
@@ -200,27 +195,13 @@ class FeatureWriter:
         head: Head | None,
         crop_boxes: np.ndarray | None = None,
     ) -> h5py.File:
-        # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
-        # place, so a run killed while creating it leaves no half-written file at ``path``.
-        partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        try:
-            handle = h5py.File(partial, "w")
-        except OSError as exc:
-            raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable output path") from exc
-        try:
+        # The layout (megabytes: the head, the tables) is built in memory and written as plain bytes through a
+        # temp file renamed into place: a run killed meanwhile leaves no half-written file at ``path``, and a full
+        # disk is one clear error (HDF5 itself can crash when a write fails while it lays out a file).
+        def build(handle: h5py.File) -> None:
             cls._create_layout(handle, provenance, records, classes, splits, head, crop_boxes)
-            handle.close()
-        except BaseException as exc:
-            try:
-                handle.close()
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            partial.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise FeatkitError(f"cannot write {path} ({_reason(exc)}); free space or choose another "
-                                   "output") from exc
-            raise
-        os.replace(partial, path)
+
+        write_bytes(path, h5_image(build), prefix=temp_name(path))
         return cls._open_handle(path)
 
     @staticmethod
@@ -424,18 +405,10 @@ class FeatureWriter:
 
     def _check_room(self, start: int, need: int) -> None:
         """Refuse the next batch when ``need`` bytes may not fit on the disk or under the file-size limit."""
-        room = shutil.disk_usage(self.path.parent).free
-        try:
-            import resource
-
-            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            if soft != resource.RLIM_INFINITY:
-                room = min(room, soft - self.path.stat().st_size)
-        except (ImportError, OSError):
-            pass
+        room = room_for(self.path.parent, self.path.stat().st_size)
         if room < need:
             raise FeatkitError(
-                f"{self.path}: no room for the next rows ({_megabytes(room)} left, {_megabytes(need)} needed, "
+                f"{self.path}: no room for the next rows ({size_text(room)} left, {size_text(need)} needed, "
                 f"counting the disk's free space and the file-size limit); the {start} rows written are kept: free "
                 "space (or raise the file-size limit) and run the same extraction again to resume"
             )

@@ -14,8 +14,6 @@ provenance differs from the features it is applied to.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from featkit.features.schema import ABSENT_MEANS, MATCH_KEYS
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, trained_attrs
 from featkit.linear.svm import OneVsAllLinearSVM
-from featkit.outputs import check_output_file
+from featkit.outputs import check_output_file, h5_image, write_bytes
 from featkit.validation import as_int, damaged, int_attr, read_array, read_strings, require_schema
 
 SVM_SCHEMA_VERSION = 1
@@ -52,47 +50,43 @@ def save_svm(path: str | Path, svm: OneVsAllLinearSVM, classes: list[str], featu
 def _write_svm(path: Path, svm: OneVsAllLinearSVM, classes: list[str], features: FeatureFile,
                trained_on: dict[str, Any]) -> None:
     fa = features.attrs
-    fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("weight", data=np.asarray(svm.coef_, dtype=np.float64))
-            h5.create_dataset("bias", data=np.asarray(svm.intercept_, dtype=np.float64))
-            h5.create_dataset("classes", data=np.array(classes, dtype=object), dtype=_STR)
-            h5.create_dataset("C", data=np.asarray(svm.C_, dtype=np.float64))
-            if getattr(svm, "C_grid_", None) is not None:
-                h5.create_dataset("cv/C_grid", data=svm.C_grid_)
-                h5.create_dataset("cv/scores", data=svm.cv_scores_)
-            a = h5.attrs
-            a["featkit_version"] = __version__
-            a["schema_version"] = SVM_SCHEMA_VERSION
-            a["kind"] = "one-vs-all linear SVM"
-            a["solver"] = "liblinear -s 2 (L2-regularized L2-loss SVC, primal) -B 1"
-            a["C_mode"] = "auto (cross-validation)" if svm.C == "auto" else "fixed"
-            a["C_rule"] = getattr(svm, "C_rule_", "fixed")
-            if getattr(svm, "cv_score_", None) is not None:
-                a["cv_score"] = float(svm.cv_score_)
-            a["per_class_C"] = bool(svm.per_class_C)
-            a["cv_folds"] = int(svm.cv)
-            a["tol"] = float(svm.tol)
-            a["random_state"] = int(svm.random_state)
-            a["normalize"] = svm.normalize
-            a["multilabel"] = bool(svm.multilabel)
-            a["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-            for key in (*MATCH_KEYS, "dataset", "schema_version"):
-                value = fa.get(key, ABSENT_MEANS.get(key))
-                if value is not None:
-                    a[f"features_{key}"] = value
-            a["features_file"] = str(features.path.resolve())
-            for key, value in trained_attrs(trained_on).items():
-                if key == "trained_rows":  # too long for an attribute on large datasets
-                    h5.create_dataset("trained/rows", data=np.asarray(value, dtype=np.int64))
-                else:
-                    a[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def build(h5: h5py.File) -> None:
+        h5.create_dataset("weight", data=np.asarray(svm.coef_, dtype=np.float64))
+        h5.create_dataset("bias", data=np.asarray(svm.intercept_, dtype=np.float64))
+        h5.create_dataset("classes", data=np.array(classes, dtype=object), dtype=_STR)
+        h5.create_dataset("C", data=np.asarray(svm.C_, dtype=np.float64))
+        if getattr(svm, "C_grid_", None) is not None:
+            h5.create_dataset("cv/C_grid", data=svm.C_grid_)
+            h5.create_dataset("cv/scores", data=svm.cv_scores_)
+        a = h5.attrs
+        a["featkit_version"] = __version__
+        a["schema_version"] = SVM_SCHEMA_VERSION
+        a["kind"] = "one-vs-all linear SVM"
+        a["solver"] = "liblinear -s 2 (L2-regularized L2-loss SVC, primal) -B 1"
+        a["C_mode"] = "auto (cross-validation)" if svm.C == "auto" else "fixed"
+        a["C_rule"] = getattr(svm, "C_rule_", "fixed")
+        if getattr(svm, "cv_score_", None) is not None:
+            a["cv_score"] = float(svm.cv_score_)
+        a["per_class_C"] = bool(svm.per_class_C)
+        a["cv_folds"] = int(svm.cv)
+        a["tol"] = float(svm.tol)
+        a["random_state"] = int(svm.random_state)
+        a["normalize"] = svm.normalize
+        a["multilabel"] = bool(svm.multilabel)
+        a["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        for key in (*MATCH_KEYS, "dataset", "schema_version"):
+            value = fa.get(key, ABSENT_MEANS.get(key))
+            if value is not None:
+                a[f"features_{key}"] = value
+        a["features_file"] = str(features.path.resolve())
+        for key, value in trained_attrs(trained_on).items():
+            if key == "trained_rows":  # too long for an attribute on large datasets
+                h5.create_dataset("trained/rows", data=np.asarray(value, dtype=np.int64))
+            else:
+                a[key] = value
+
+    write_bytes(path, h5_image(build), prefix=temp_name(path))  # built in memory: a full disk cannot crash HDF5
 
 
 def load_svm(path: str | Path) -> LinearClassifier:

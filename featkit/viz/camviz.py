@@ -28,8 +28,8 @@ from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
-from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, write_gallery
+from featkit.outputs import atomic_output, check_output_folder, h5_image, write_bytes
+from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, save_picture, write_gallery
 
 MODES: tuple[str, ...] = ("gt", "top1", "top5")
 """Which CAMs to draw; any other value of ``which`` is taken as a class name."""
@@ -150,8 +150,7 @@ def render_cams(
                     picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
                                         [b.box(up) for b, up in zip(boxers, ups)], f"true: {truth}; map of {cls}",
                                         alpha, [tuple(g) for g in all_boxes[row]])
-                    target = out / f"{_file_stem(int(row), paths[row])}.png"
-                    picture.save(target)
+                    target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                     entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
             if progress:
                 progress(len(entries), idx.size)
@@ -174,8 +173,7 @@ def render_cams(
                 titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
                 picture = _picture(boxer, _open(files[i]), cams[j], titles, f"true: {truth}", all_boxes[row],
                                    which == "top5", alpha, None if frames is None else frames[j])
-                target = out / f"{_file_stem(int(row), paths[row])}.png"
-                picture.save(target)
+                target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
         if progress:
             progress(len(entries), idx.size)
@@ -219,15 +217,19 @@ def _save_raw(out: Path, kind: str, cams: np.ndarray, columns: np.ndarray, rows:
     """Map-resolution CAMs with the classes and rows they belong to."""
     cams = cams.astype(np.float32, copy=False)
     if kind == "npy":
-        np.save(out / "cams.npy", cams)
-        np.save(out / "cams_classes.npy", columns.astype(np.int64))
-        np.save(out / "cams_rows.npy", rows.astype(np.int64))
+        for name, values in (("cams", cams), ("cams_classes", columns.astype(np.int64)),
+                             ("cams_rows", rows.astype(np.int64))):
+            with atomic_output(out / f"{name}.npy", values.nbytes) as tmp, tmp.open("wb") as handle:
+                np.save(handle, values)
         return
     text = h5py.string_dtype("utf-8")
-    with h5py.File(out / "cams.h5", "w") as h5:
+
+    def build(h5: h5py.File) -> None:
         h5.create_dataset("cams", data=cams, compression="gzip", compression_opts=1)
         h5.create_dataset("classes", data=columns.astype(np.int64))
         h5.create_dataset("rows", data=rows.astype(np.int64))
         h5.create_dataset("class_names", data=np.array(names, dtype=object), dtype=text)
         h5.create_dataset("paths", data=np.array(paths, dtype=object), dtype=text)
         h5.attrs["layout"] = "cams (n, T, h, w) float32 = sum_k w_k^c f_k at map resolution; classes (n, T)"
+
+    write_bytes(out / "cams.h5", h5_image(build))

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from featkit.cam.boxes import Box
 from featkit.cam.maps import upsample
 from featkit.errors import FeatkitError
+from featkit.outputs import atomic_output, write_text
 
 PRED_COLOR = (255, 0, 0)
 GT_COLOR = (0, 255, 0)
@@ -194,5 +195,11 @@ def write_gallery(
         "img{max-width:100%;max-height:360px}figcaption{max-width:480px;font-size:0.9em}</style>\n"
         f"</head>\n<body>\n<h1>{escaped_title}</h1>\n" + "\n".join(figures) + "\n</body>\n</html>\n"
     )
-    page.write_text(document, encoding="utf-8")
-    return page
+    return write_text(page, document)
+
+
+def save_picture(picture: Image.Image, target: Path) -> Path:
+    """``picture`` as PNG at ``target``, atomically (a full disk leaves no 0-byte or half picture)."""
+    with atomic_output(target) as tmp:
+        picture.save(tmp, format="PNG")
+    return target
