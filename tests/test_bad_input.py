@@ -106,7 +106,7 @@ CASES: list[tuple[str, str, str]] = [
     ("extract-parent-is-file", "extract {root} --dataset cub200 -o {feat}/f.h5", "is a file"),
     ("extract-proc", "extract {root} --dataset cub200 -o /proc/f.h5", "not writable"),
     ("extract-bad-batch", "extract {root} --dataset cub200 -o {dir}/f.h5 --batch-size 0",
-     "--batch-size must be at least 1"),
+     "--batch-size must lie in 1..4096"),
     ("extract-bad-image-size", "extract {root} --dataset cub200 -o {dir}/f.h5 --image-size 7", "--image-size"),
     ("extract-bad-workers", "extract {root} --dataset cub200 -o {dir}/f.h5 --workers -2", "workers must be 0 or more"),
     ("extract-bad-device", "extract {root} --dataset cub200 -o {dir}/f.h5 --device tpu", "device must be auto, cpu or cuda"),

@@ -95,9 +95,9 @@ def convert_caffe(
     else:
         check_output_file(output, existing="allow", suffixes=(".pth", ".pt"), example=f"{name or 'model'}.pth")
     mean_bgr, mean_source = _mean(mean, mean_file, prototxt_mean)
-    blobs = read_caffemodel(weights)  # read and checked before the net is built
-    net = CaffeNet(spec)
+    net = CaffeNet(spec)  # of bounded size: parse_prototxt checked the declared sizes
     gap = find_gap(net)
+    blobs = read_caffemodel(weights)
     net.load_caffe_blobs(blobs, weights.name)
     unused = sorted(set(blobs) - set(net.expected_blobs()))
     if unused:
