@@ -388,3 +388,60 @@ def test_full_disk_on_every_writing_verb_is_one_line_and_a_rerun_gives_the_same_
             else:
                 assert got[key] == want[key], (kib, key)
     assert tried, "no verb hit the limit"
+
+
+# ---------------------------------------------------------------- EXIF orientation
+
+
+def _rotated_photo(path: Path, seed: int) -> None:
+    """An 80x40 stored JPEG, a red block at (10, 5)-(30, 15) of the stored grid, EXIF orientation 6 (shown
+    turned 90 degrees clockwise, as a phone held upright stores it)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 80, (40, 80, 3), dtype=np.uint8)
+    pixels[5:15, 10:30] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+
+
+def test_exif_transpose_turns_pixels_and_boxes_upright(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from featkit.data.images import orient_box
+    from featkit.features import FeatureFile
+
+    rows = []
+    for i, (label, split) in enumerate([("a", "train"), ("b", "train"), ("a", "test"), ("b", "test")]):
+        _rotated_photo(tmp_path / f"p{i}.jpg", seed=i)
+        rows.append(f"p{i}.jpg,{label},{split},10,5,30,15")
+    (tmp_path / "list.csv").write_text("path,label,split,x0,y0,x1,y1\n" + "\n".join(rows) + "\n")
+    # the mapping agrees with Pillow's own exif_transpose of the pixels: the red block lands in the box
+    from PIL import ImageOps
+
+    def red_box(pixels: np.ndarray) -> tuple[float, ...]:
+        red = np.argwhere((pixels[..., 0] > 200) & (pixels[..., 1] < 60))
+        (y0, x0), (y1, x1) = red.min(axis=0), red.max(axis=0) + 1
+        return (float(x0), float(y0), float(x1), float(y1))
+
+    with Image.open(tmp_path / "p0.jpg") as img:
+        as_stored = red_box(np.asarray(img.convert("RGB")))
+        upright = red_box(np.asarray(ImageOps.exif_transpose(img)))
+    assert orient_box(as_stored, (80, 40), 6) == upright  # type: ignore[arg-type]
+    assert orient_box((10, 5, 30, 15), (80, 40), 6) == (25.0, 10.0, 35.0, 30.0)
+
+    stored, turned = tmp_path / "stored.h5", tmp_path / "turned.h5"
+    base = ["extract", str(tmp_path / "list.csv"), "--dataset", "csv", *TINY, "--maps"]
+    assert main([*base, "-o", str(stored)]) == 0
+    assert main([*base, "-o", str(turned), "--exif-transpose"]) == 0
+    with FeatureFile(stored) as f:
+        assert f.sizes[0].tolist() == [80, 40] and f.box[0].tolist() == [10, 5, 30, 15]
+    with FeatureFile(turned) as f:
+        assert f.attrs["orientation"] == "exif"
+        assert f.sizes[0].tolist() == [40, 80] and f.box[0].tolist() == [25, 10, 35, 30]
+        assert not np.allclose(f.gap[0], FeatureFile(stored).gap[0])
+    # CAMs of the upright file are drawn on the upright photo (40 wide, 80 high), with the image check passing
+    svm = tmp_path / "svm.h5"
+    assert main(["svm-train", str(turned), "-o", str(svm), "--C", "1", "--jobs", "1"]) == 0
+    assert main(["cam", str(turned), str(svm), "-o", str(tmp_path / "cams"), "--raw", "npy"]) == 0
+    # an SVM of upright features is refused on features of stored pixels
+    capsys.readouterr()
+    assert main(["svm-eval", str(stored), str(svm)]) == 2
+    assert "orientation: exif there, stored in" in capsys.readouterr().err

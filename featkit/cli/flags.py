@@ -56,6 +56,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "cam_curve_interval": "--cam-curve-interval",
     "moved_root": "--moved-root",
     "folds": "--folds",
+    "exif_transpose": "--exif-transpose",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

@@ -152,7 +152,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
         overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, resize=args.resize,
-        tta=args.tta, **sharding,
+        tta=args.tta, exif_transpose=args.exif_transpose, **sharding,
     )
     options.validate()
     dataset = open_dataset(args.dataset, args.root)
@@ -680,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeping the aspect ratio (long side <= 2x), or short side + centre crop")
     p.add_argument("--tta", default="none", choices=list(TTA_MODES),
                    help="flip: average the features and maps of each image and its mirror (2x the compute)")
+    p.add_argument("--exif-transpose", action="store_true",
+                   help="turn each photo upright by its EXIF orientation tag (as viewers show it) and map the "
+                        "dataset's boxes with it; default: pixels as stored, the grid dataset annotations use")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
     p.add_argument("--moved-root", action="store_true",
                    help="resume an output extracted from another root (the dataset moved): the images already "

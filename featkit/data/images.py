@@ -7,7 +7,11 @@ known rectangle of the original, so CAM boxes land in original-image
 coordinates. Large JPEGs are decoded at a reduced scale first (Pillow draft
 mode), which cuts decode time several-fold and changes nothing the bilinear
 resize to 224 px would keep. EXIF orientation is not applied: dataset
-annotations refer to the stored pixel grid.
+annotations refer to the stored pixel grid, and the paper's datasets are read
+as stored. ``exif=True`` (``extract --exif-transpose``) turns each image upright
+by its EXIF orientation tag first, as a photo viewer shows it: the recorded
+size is then the upright one, and :func:`orient_box` maps annotated boxes the
+same way.
 
 High-bit-depth images are brought to 8 bits by their type's range, not
 clipped: 16-bit integers divided by 257 (65535 -> 255), 32-bit integers the
@@ -29,13 +33,15 @@ import math
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from featkit.data.base import ImageRecord
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 
 __all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
@@ -130,9 +136,68 @@ def open_image(path: Path) -> Image.Image:
     return img
 
 
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+"""EXIF orientation -> the transposition that turns the stored pixels upright (as ImageOps.exif_transpose)."""
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation tag (1 = upright as stored; 1 when absent or invalid)."""
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except (TypeError, ValueError, OSError, SyntaxError):
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) after turning an image of stored ``size`` upright (orientations 5-8 swap the sides)."""
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def orient_box(box: tuple[float, float, float, float], size: tuple[int, int],
+               orientation: int) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) on the stored pixel grid of an image of ``size`` (W, H), on the upright grid."""
+    w, h = float(size[0]), float(size[1])
+    moves = {
+        1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),
+        4: lambda x, y: (x, h - y), 5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x),
+        7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
+    }
+    move = moves.get(orientation, moves[1])
+    (ax, ay), (bx, by) = move(box[0], box[1]), move(box[2], box[3])
+    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+def upright_records(root: Path, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """``records`` with their boxes mapped from the stored grid to the upright one (:func:`orient_box`), each
+    image's EXIF tag read from its header (records without boxes, or unreadable images, stay as they are)."""
+    out = []
+    for record in records:
+        if record.boxes:
+            try:
+                with open_image(root / record.path) as img:
+                    orientation, size = exif_orientation(img), img.size
+            except (OSError, ValueError, SyntaxError):
+                orientation, size = 1, (0, 0)  # extraction reports the unreadable image itself
+            if orientation != 1:
+                record = replace(record, boxes=tuple(orient_box(b, size, orientation) for b in record.boxes))
+        out.append(record)
+    return out
+
+
+def read_picture(path: Path, exif: bool = False) -> Image.Image:
+    """The image at ``path`` as RGB for drawing (upright by its EXIF tag when ``exif``), within the pixel budget."""
+    with open_image(path) as img:
+        orientation = exif_orientation(img) if exif else 1
+        rgb = _rgb(img)
+    return rgb.transpose(_ORIENT[orientation]) if orientation != 1 else rgb
+
+
 def load_rgb(
     path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None,
-    resize: str = "warp", stride: int = 1,
+    resize: str = "warp", stride: int = 1, exif: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(h, w, 3) uint8 pixels of ``path`` (or of its ``crop`` box) under the ``resize`` policy, and the original size.
 
@@ -141,7 +206,8 @@ def load_rgb(
     sees still has at least as many pixels per side as the input.
     """
     with open_image(path) as img:
-        size = img.size
+        orientation = exif_orientation(img) if exif else 1
+        size = upright_size(img.size, orientation)  # everything below is on the upright grid
         if resize != "warp":
             region = crop or (0.0, 0.0, float(size[0]), float(size[1]))
             fx0, fy0, fx1, fy1 = frame(region[2] - region[0], region[3] - region[1], resize)
@@ -152,11 +218,14 @@ def load_rgb(
             shape = (input_size, input_size)
         if draft and img.format == "JPEG":
             if crop is None:
-                img.draft("RGB", shape)
+                want = shape
             else:
                 bw, bh = max(crop[2] - crop[0], 1.0), max(crop[3] - crop[1], 1.0)
-                img.draft("RGB", (math.ceil(shape[0] * size[0] / bw), math.ceil(shape[1] * size[1] / bh)))
+                want = (math.ceil(shape[0] * size[0] / bw), math.ceil(shape[1] * size[1] / bh))
+            img.draft("RGB", upright_size(want, orientation))  # the stored grid's sides
         rgb = _rgb(img)
+        if orientation != 1:
+            rgb = rgb.transpose(_ORIENT[orientation])
         if crop is not None:
             sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
             x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)
@@ -179,9 +248,10 @@ class ImageFolderView(torch.utils.data.Dataset):
 
     def __init__(
         self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None,
-        resize: str = "warp", stride: int = 1,
+        resize: str = "warp", stride: int = 1, exif: bool = False,
     ) -> None:
         self.root = root
+        self.exif = exif
         self.paths = paths
         self.input_size = input_size
         self.draft = draft
@@ -196,7 +266,7 @@ class ImageFolderView(torch.utils.data.Dataset):
         path = self.root / self.paths[index]
         try:
             crop = None if self.crops is None else _box(self.crops[index])
-            pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride)
+            pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride, self.exif)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from featkit.cam.boxer import CamBoxer
-from featkit.data.images import open_image
+from featkit.data.images import read_picture
 from featkit.errors import FeatkitError
 from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource
@@ -74,8 +74,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         for i, row in enumerate(rows):
             size = (int(sizes[row][0]), int(sizes[row][1]))
             up = boxer.upsample(cams[i, 0], size, None if frames is None else frames[i])
-            with open_image(image_root / paths[row]) as opened:
-                image = opened.convert("RGB")
+            image = read_picture(image_root / paths[row], features.attrs.get("orientation") == "exif")
             strip = cam_strip(image, [boxer.display(up)], [f"F={report.activations[i]:.2f}"],
                               pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])
             panels.append(strip.resize((strip.width * 200 // strip.height, 200)))

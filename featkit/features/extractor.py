@@ -71,6 +71,9 @@ class ExtractOptions:
     shard file (:func:`featkit.features.distributed.shard_path`); under torchrun rank 0 then merges the shards."""
     keep_shards: bool = False
     """Keep the shard files after a successful merge (they are deleted by default)."""
+    exif_transpose: bool = False
+    """Turn each image upright by its EXIF orientation tag before anything else (sizes, maps and boxes on
+    the upright grid); False reads pixels as stored, the grid dataset annotations refer to."""
     moved_root: bool = False
     """Resume a file extracted from another dataset root (the dataset moved): allowed only when the
     committed rows' images under the new root match their recorded fingerprints (size + head hash)."""
@@ -331,6 +334,7 @@ def job_provenance(
         resize=job.options.resize,
         tta=job.options.tta,
         maps=job.options.maps,
+        orientation="exif" if job.options.exif_transpose else "stored",
         extra=attrs,
     )
 
@@ -436,7 +440,7 @@ def _run(
     device: torch.device,
 ) -> list[str]:
     view = ImageFolderView(Path(job.root), [r.path for r in job.records], provenance.input_size, crops=job.crops,
-                           resize=provenance.resize, stride=spec.stride)
+                           resize=provenance.resize, stride=spec.stride, exif=provenance.orientation == "exif")
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
     workers, threads = loader_plan(device, job.options.workers, processes)
     with _intra_op_threads(threads):
@@ -626,7 +630,7 @@ def preprocessed_batches(
     if resize not in FIXED_SHAPE_POLICIES:
         raise FeatkitError(f"inputs of resize={resize!r} vary in shape; rerunning the backbone supports "
                            f"{' and '.join(FIXED_SHAPE_POLICIES)} files")
-    view = ImageFolderView(Path(root), list(paths), size, resize=resize)
+    view = ImageFolderView(Path(root), list(paths), size, resize=resize, exif=attrs.get("orientation") == "exif")
     for lo in range(0, len(paths), batch_size):
         items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
         bad = [it.error for it in items if it.error]
@@ -650,7 +654,8 @@ def recompute_maps(
     dtype = PRECISIONS.get(precision)
     resize, tta = str(attrs.get("resize", "warp")), str(attrs.get("tta", "none"))
     canvas = (int(attrs["map_size"][0]), int(attrs["map_size"][1]))
-    view = ImageFolderView(Path(root), list(paths), size, resize=resize, stride=spec.stride)
+    view = ImageFolderView(Path(root), list(paths), size, resize=resize, stride=spec.stride,
+                           exif=attrs.get("orientation") == "exif")
     model = model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
     out = []

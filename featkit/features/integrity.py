@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from featkit.data.images import MAX_PIXELS, open_image
+from featkit.data.images import MAX_PIXELS, exif_orientation, open_image, upright_size
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 from featkit.features.store import FeatureFile, check_images
@@ -226,12 +226,13 @@ def require_same_images(features: FeatureFile, root: str | Path, rows: np.ndarra
     image_root = Path(root)
     idx = np.flatnonzero(features.status == STATUS_OK) if rows is None else np.asarray(rows)
     paths, sizes = features.paths, features.sizes
+    upright = features.attrs.get("orientation") == "exif"
     missing, differ = [], []
     for row in idx:
         path = image_root / paths[int(row)]
         try:
             with open_image(path) as img:
-                size = img.size
+                size = upright_size(img.size, exif_orientation(img) if upright else 1)
         except (OSError, ValueError):
             missing.append(int(row))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featkit.data.base import Dataset
+from featkit.data.images import upright_records
 from featkit.features.distributed import extract_sharded
 from featkit.features.extractor import ExtractJob, ExtractOptions, ExtractResult, Progress, extract_rows
 
@@ -33,9 +34,12 @@ def extract(
     file is resumable: calling again after an interruption continues where it
     stopped. ``progress(done, total)`` is called after every committed batch.
     """
+    options = options or ExtractOptions()
     records = dataset.records()
+    if options.exif_transpose:  # annotations are on the stored grid: their boxes go upright with the pixels
+        records = upright_records(Path(dataset.root), records)
     job = ExtractJob(
         root=Path(dataset.root), records=records, classes=dataset.classes(), splits=dataset.split_table(records),
-        dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(), progress=progress,
+        dataset=dataset.manifest.name, output=Path(output), options=options, progress=progress,
     )
     return run_job(job)

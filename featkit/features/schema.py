@@ -19,7 +19,7 @@ STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 
 PROVENANCE_FIELDS: tuple[str, ...] = (
     "backbone", "weights", "weights_sha256", "feature_layer", "channels", "map_size", "input_size", "mean", "std",
-    "dataset", "dataset_root", "pooling", "resize", "tta", "decode", "precision", "maps",
+    "dataset", "dataset_root", "pooling", "resize", "tta", "decode", "precision", "maps", "orientation",
 )
 """Root attributes that :class:`Provenance` writes from its own fields."""
 
@@ -31,22 +31,23 @@ SHARD_KEYS: tuple[str, ...] = ("shard_rank", "shard_world_size", "shard_start", 
 
 RESUME_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision", "maps", "resize",
-    "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root",
+    "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root", "orientation",
 )
 """Attributes that must agree for a file to be resumed by a new run (``dataset_root``: unless the run
 says the dataset moved and the committed rows' fingerprints match, see ``FeatureWriter.open``)."""
 
 MATCH_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "feature_layer", "pooling", "channels", "input_size", "mean", "std", "precision",
-    "resize", "tta", "crop",
+    "resize", "tta", "crop", "orientation",
 )
 """Provenance that must agree between a linear classifier and the features it is applied to: every
 attribute that changes the feature values (``crop`` marks features of crops, not of whole images;
 ``tta`` a test-time augmentation, where a file records one).
 A key absent from an svm.h5 (written before the key was recorded) is unknown, not a mismatch."""
 
-ABSENT_MEANS: dict[str, Any] = {"crop": ""}
-"""What a MATCH_KEYS key absent from a features file means: no ``crop`` attribute is whole images."""
+ABSENT_MEANS: dict[str, Any] = {"crop": "", "orientation": "stored"}
+"""What a MATCH_KEYS key absent from a features file means: no ``crop`` attribute is whole images, no
+``orientation`` is pixels as stored (files from before ``exif_transpose`` existed)."""
 
 
 def plain(value: Any) -> Any:
@@ -81,6 +82,8 @@ class Provenance:
     decode: str = "pil-draft"
     precision: str = "float32"
     maps: bool = False
+    orientation: str = "stored"
+    """``stored``: pixels and boxes as the files store them; ``exif``: turned upright by the EXIF tag."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Additive attributes (the crop source, a shard's place in the job)."""
 

@@ -62,6 +62,7 @@ from featkit.data.images import file_fingerprint
 from featkit.errors import FeatkitError
 from featkit.features.lock import OutputLock, remove_stale_temps, temp_name, writer_pid
 from featkit.features.schema import (
+    ABSENT_MEANS,
     RESUME_KEYS,
     SCHEMA_VERSION,
     STATUS_OK,
@@ -249,8 +250,8 @@ class FeatureWriter:
             ) from exc
         expected = provenance.attrs(len(records))
         for key in RESUME_KEYS:
-            have = handle.attrs.get(key)
-            want = expected.get(key)
+            have = handle.attrs.get(key, ABSENT_MEANS.get(key))
+            want = expected.get(key, ABSENT_MEANS.get(key))
             if key == "dataset_root" and (moved_root or have is None):
                 continue  # files of older versions did not compare it; a moved root is checked below
             if plain(have) != plain(want):

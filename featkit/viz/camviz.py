@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import CamOptions
-from featkit.data.images import open_image
+from featkit.data.images import read_picture
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
 from featkit.features.integrity import require_same_images, require_usable
@@ -130,6 +130,7 @@ def render_cams(
     position = {int(r): i for i, r in enumerate(idx)}
     all_boxes = features.boxes_of()
     paths, labels, names = features.paths, features.labels, classifier.classes
+    upright = features.attrs.get("orientation") == "exif"
 
     entries: list[GalleryEntry] = []
     if len(methods) > 1:
@@ -142,7 +143,7 @@ def render_cams(
             frames = source.frames(chunk)
             with single_threaded_torch():
                 for j, row in enumerate(chunk):
-                    image = _open(files[int(pos[j])])
+                    image = _open(files[int(pos[j])], upright)
                     frame = None if frames is None else frames[j]
                     ups = [b.upsample(cams[j], image.size, frame) for b, cams in zip(boxers, per_method)]
                     truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
@@ -171,7 +172,7 @@ def render_cams(
                 i = int(pos[j])
                 truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                 titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
-                picture = _picture(boxer, _open(files[i]), cams[j], titles, f"true: {truth}", all_boxes[row],
+                picture = _picture(boxer, _open(files[i], upright), cams[j], titles, f"true: {truth}", all_boxes[row],
                                    which == "top5", alpha, None if frames is None else frames[j])
                 target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
@@ -204,10 +205,9 @@ def _picture(
     return overlay_figure(image, shown[0], boxes[0], [tuple(b) for b in gt_boxes], titles[0], alpha)
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, exif: bool) -> Image.Image:
     try:
-        with open_image(path) as img:
-            return img.convert("RGB")
+        return read_picture(path, exif)
     except (OSError, ValueError, UnidentifiedImageError) as exc:
         raise FeatkitError(f"cannot read image {path} ({exc}); check root=DATASET_ROOT") from exc
 
