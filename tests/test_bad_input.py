@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import make_fake_cub, write_image
+from conftest import Env, make_fake_cub, tiny_cub_features, write_image
 from PIL import Image
 
 from featkit.cli import main
 
 TINY = ["--model", "tiny_test"]
-
-
-@dataclass(frozen=True)
-class Env:
-    dir: Path
-    root: Path
-    feat: Path
-    svm: Path
 
 
 def _extract(root: Path | str, out: Path, *extra: str, dataset: str = "cub200") -> None:
@@ -52,12 +43,8 @@ def _damaged_copy(src: Path, dst: Path, edit: dict[str, tuple[object, object]], 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     d = tmp_path_factory.mktemp("bad_input")
-    root = make_fake_cub(d / "CUB", n_classes=2, per_class=4)
-    feat = d / "feat.h5"
-    _extract(root, feat, "--maps")
+    root, feat, svm = tiny_cub_features(d)
     _extract(root, d / "feat32.h5", "--image-size", "32", "--maps")
-    svm = d / "svm.h5"
-    assert main(["svm-train", str(feat), "-o", str(svm), "--C", "1", "--jobs", "1"]) == 0
     _damaged_copy(feat, d / "nan.h5", {"features/gap": (1, np.full(32, np.nan, np.float32))}, {})
     _damaged_copy(feat, d / "huge.h5", {"features/gap": (2, np.full(32, 3e30, np.float32))}, {})
     _damaged_copy(feat, d / "nanmaps.h5", {"features/maps": (0, np.full((32, 8, 8), np.nan, np.float16))}, {})

@@ -21,28 +21,19 @@ import struct
 import subprocess
 import sys
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import make_fake_cub, write_image
+from conftest import Env, tiny_cub_features, write_image
 from PIL import Image
 
 from featkit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny_test", "--workers", "0"]
-
-
-@dataclass(frozen=True)
-class Env:
-    dir: Path
-    root: Path
-    feat: Path
-    svm: Path
 
 
 def _png_header(path: Path, width: int, height: int) -> None:
@@ -79,11 +70,8 @@ def _attr(key: str, value: object):  # noqa: ANN202
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    d = tmp_path_factory.mktemp("untrusted")
-    root = make_fake_cub(d / "CUB", n_classes=2, per_class=4)
-    feat, svm = d / "feat.h5", d / "svm.h5"
-    assert main(["extract", str(root), "--dataset", "cub200", "-o", str(feat), *TINY, "--maps"]) == 0
-    assert main(["svm-train", str(feat), "-o", str(svm), "--C", "1", "--jobs", "1"]) == 0
+    """Inputs built once: the tiny CUB features and SVM, then crafted copies and odd images beside them."""
+    root, feat, svm = tiny_cub_features(d := tmp_path_factory.mktemp("untrusted"))
     with h5py.File(feat, "r") as h5:
         paths = list(h5["images/path"].asstr()[:])
     # the same files re-encoded at the same size (only the fingerprints tell), the 3rd one changed first
@@ -152,61 +140,53 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     return Env(d, root, feat, svm)
 
 
-# (id, argv, words the one line must contain)
-CASES: list[tuple[str, str, str]] = [
-    # silent wrong pictures: the images are not those extracted; the first changed file is named
-    ("cam-resized-image", "cam {feat} {svm} -o {dir}/out --root {dir}/RESIZED", "(e.g. images/"),
-    ("cam-reencoded-images", "cam {feat} {svm} -o {dir}/out --root {dir}/REENC --split train", "differ from those"),
-    ("units-reencoded-images", "units {feat} {svm} --class 001.Bird_1 -o {dir}/out --root {dir}/REENC",
-     "differ from those"),
-    # crafted svm.h5
-    ("svm-nan-weight", "svm-eval {feat} {dir}/svm_nan.h5", "weight holds 1 NaN or infinite value"),
-    ("svm-inf-bias-cam", "cam {feat} {dir}/svm_infbias.h5 -o {dir}/out", "bias holds 1 NaN or infinite value"),
-    ("svm-inf-bias-localize", "localize {feat} {dir}/svm_infbias.h5", "bias holds"),
-    ("svm-bias-length-1", "svm-eval {feat} {dir}/svm_bias1.h5", "bias has shape (1,), expected (2)"),
-    ("svm-corrupt-rows", "svm-eval {feat} {dir}/svm_rows.h5", "trained/rows is not"),
-    ("svm-schema-99", "svm-eval {feat} {dir}/svm_schema.h5", "schema_version 99, newer"),
-    ("svm-text-weight", "svm-eval {feat} {dir}/svm_text.h5", "weight holds object values"),
-    ("svm-no-classes", "svm-eval {feat} {dir}/svm_noclasses.h5", "classes is missing"),
-    ("svm-1d-weight", "cam {feat} {dir}/svm_weight1d.h5 -o {dir}/out", "weight has shape (32,)"),
-    ("protocol-folds-0", "protocol {feat} --folds 0", "--folds must be at least 1"),
-    # crafted features.h5
-    ("features-schema-99", "info {dir}/f_schema.h5", "schema_version 99, newer"),
-    ("features-n-images-text", "info {dir}/f_nstr.h5", "attribute n_images is 'eight'"),
-    ("features-channels-text", "svm-train {dir}/f_kstr.h5 -o {dir}/out.h5", "attribute channels is '32'"),
-    ("features-inverted-box", "info {dir}/f_inverted.h5", "is damaged"),
-    ("features-inverted-box-cam", "cam {dir}/f_inverted.h5 {svm} -o {dir}/out", "inverted boxes"),
-    ("features-huge-size", "localize {dir}/f_hugesize.h5 {svm}", "over the pixel budget"),
-    ("features-label-text", "svm-train {dir}/f_labeltext.h5 -o {dir}/out.h5", "images/label is"),
-    ("features-box-3-wide", "localize {dir}/f_box3.h5 {svm}", "images/box is (8, 3)"),
-    # weights and conversions
-    ("extract-nan-weights", "extract {root} --dataset cub200 -o {dir}/out.h5 --weights {dir}/nan.pth",
-     "are damaged"),
-    ("extract-huge-weights", "extract {root} --dataset cub200 -o {dir}/out.h5 --weights {dir}/huge.pth",
-     "|x| > 1e+08"),
-    ("convert-mean-nan", "convert caffe {dir}/ok.prototxt {dir}/w.caffemodel -o {dir}/m.pth --mean nan,1,2",
-     "must be finite numbers"),
-    ("convert-wide-net", "convert caffe {dir}/wide.prototxt {dir}/w.caffemodel -o {dir}/m.pth", "ordinary size"),
-    ("convert-stride-0", "convert caffe {dir}/stride0.prototxt {dir}/w.caffemodel -o {dir}/m.pth",
-     "stride must be at least 1"),
-    ("convert-group-0", "convert caffe {dir}/group0.prototxt {dir}/w.caffemodel -o {dir}/m.pth",
-     "group must be at least 1"),
-    ("convert-deep-nesting", "convert caffe {dir}/deep.prototxt {dir}/w.caffemodel -o {dir}/m.pth", "nested 5000"),
-    ("convert-huge-input", "convert caffe {dir}/bigin.prototxt {dir}/w.caffemodel -o {dir}/m.pth",
-     "is not 3 x H x W"),
-    # memory bombs and hangs
-    ("extract-121-mpx", "extract {dir}/BOMB --dataset folder -o {dir}/out.h5", "too large to decode safely"),
-    ("extract-fifo", "extract {dir}/FIFO --dataset folder -o {dir}/out.h5", "not a regular file (a FIFO)"),
-    ("extract-csv-device", "extract {dir}/dev.csv --dataset csv -o {dir}/out.h5", "is not a regular file"),
-    ("cam-close-huge", "cam {feat} {svm} -o {dir}/out --close 1000000000", "--close 1000000000 is over 1024"),
-    ("cam-scales-huge", "cam {feat} {svm} -o {dir}/out --scales 1000", "scales must be at most 8 numbers"),
-    ("localize-curve-tiny", "localize {feat} {svm} --protocol wsol --cam-curve-interval 1e-9",
-     "--cam-curve-interval must lie in [0.001, 1)"),
-    ("extract-batch-huge", "extract {root} --dataset cub200 -o {dir}/out.h5 --batch-size 1000000000",
-     "--batch-size must lie in 1..4096"),
-    ("extract-workers-many", "extract {root} --dataset cub200 -o {dir}/out.h5 --workers 100000",
-     "workers must be at most"),
-]
+# One case a line: id | argv ({dir} {root} {feat} {svm} filled in) | words the one line must contain.
+TABLE = """
+# silent wrong pictures: the images are not those extracted; the first changed file is named
+cam-resized-image | cam {feat} {svm} -o {dir}/out --root {dir}/RESIZED | (e.g. images/
+cam-reencoded-images | cam {feat} {svm} -o {dir}/out --root {dir}/REENC --split train | differ from those
+units-reencoded-images | units {feat} {svm} --class 001.Bird_1 -o {dir}/out --root {dir}/REENC | differ from those
+# crafted svm.h5
+svm-nan-weight | svm-eval {feat} {dir}/svm_nan.h5 | weight holds 1 NaN or infinite value
+svm-inf-bias-cam | cam {feat} {dir}/svm_infbias.h5 -o {dir}/out | bias holds 1 NaN or infinite value
+svm-inf-bias-localize | localize {feat} {dir}/svm_infbias.h5 | bias holds
+svm-bias-length-1 | svm-eval {feat} {dir}/svm_bias1.h5 | bias has shape (1,), expected (2)
+svm-corrupt-rows | svm-eval {feat} {dir}/svm_rows.h5 | trained/rows is not
+svm-schema-99 | svm-eval {feat} {dir}/svm_schema.h5 | schema_version 99, newer
+svm-text-weight | svm-eval {feat} {dir}/svm_text.h5 | weight holds object values
+svm-no-classes | svm-eval {feat} {dir}/svm_noclasses.h5 | classes is missing
+svm-1d-weight | cam {feat} {dir}/svm_weight1d.h5 -o {dir}/out | weight has shape (32,)
+protocol-folds-0 | protocol {feat} --folds 0 | --folds must be at least 1
+# crafted features.h5
+features-schema-99 | info {dir}/f_schema.h5 | schema_version 99, newer
+features-n-images-text | info {dir}/f_nstr.h5 | attribute n_images is 'eight'
+features-channels-text | svm-train {dir}/f_kstr.h5 -o {dir}/out.h5 | attribute channels is '32'
+features-inverted-box | info {dir}/f_inverted.h5 | is damaged
+features-inverted-box-cam | cam {dir}/f_inverted.h5 {svm} -o {dir}/out | inverted boxes
+features-huge-size | localize {dir}/f_hugesize.h5 {svm} | over the pixel budget
+features-label-text | svm-train {dir}/f_labeltext.h5 -o {dir}/out.h5 | images/label is
+features-box-3-wide | localize {dir}/f_box3.h5 {svm} | images/box is (8, 3)
+# weights and conversions
+extract-nan-weights | extract {root} --dataset cub200 -o {dir}/out.h5 --weights {dir}/nan.pth | are damaged
+extract-huge-weights | extract {root} --dataset cub200 -o {dir}/out.h5 --weights {dir}/huge.pth | > 1e+08 values
+convert-mean-nan | convert caffe {dir}/ok.prototxt {dir}/w.caffemodel -o {dir}/m.pth --mean nan,1,2 | must be finite numbers
+convert-wide-net | convert caffe {dir}/wide.prototxt {dir}/w.caffemodel -o {dir}/m.pth | ordinary size
+convert-stride-0 | convert caffe {dir}/stride0.prototxt {dir}/w.caffemodel -o {dir}/m.pth | stride must be at least 1
+convert-group-0 | convert caffe {dir}/group0.prototxt {dir}/w.caffemodel -o {dir}/m.pth | group must be at least 1
+convert-deep-nesting | convert caffe {dir}/deep.prototxt {dir}/w.caffemodel -o {dir}/m.pth | nested 5000
+convert-huge-input | convert caffe {dir}/bigin.prototxt {dir}/w.caffemodel -o {dir}/m.pth | is not 3 x H x W
+# memory bombs and hangs
+extract-121-mpx | extract {dir}/BOMB --dataset folder -o {dir}/out.h5 | too large to decode safely
+extract-fifo | extract {dir}/FIFO --dataset folder -o {dir}/out.h5 | not a regular file (a FIFO)
+extract-csv-device | extract {dir}/dev.csv --dataset csv -o {dir}/out.h5 | is not a regular file
+cam-close-huge | cam {feat} {svm} -o {dir}/out --close 1000000000 | --close 1000000000 is over 1024
+cam-scales-huge | cam {feat} {svm} -o {dir}/out --scales 1000 | scales must be at most 8 numbers
+localize-curve-tiny | localize {feat} {svm} --protocol wsol --cam-curve-interval 1e-9 | --cam-curve-interval must lie in [0.001, 1)
+extract-batch-huge | extract {root} --dataset cub200 -o {dir}/out.h5 --batch-size 1000000000 | --batch-size must lie in 1..4096
+extract-workers-many | extract {root} --dataset cub200 -o {dir}/out.h5 --workers 100000 | workers must be at most
+"""
+CASES = [tuple(part.strip() for part in line.split(" | ")) for line in TABLE.splitlines()
+         if line.strip() and not line.startswith("#")]
 
 BOMBS = ("extract-121-mpx", "features-huge-size", "cam-close-huge", "cam-scales-huge", "localize-curve-tiny",
          "convert-wide-net", "convert-huge-input", "convert-deep-nesting", "extract-batch-huge")

@@ -62,7 +62,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         raise FeatkitError(f"images are not at {image_root}; pass root=DATASET_ROOT")
     check_output_folder(out_dir).mkdir(parents=True, exist_ok=True)
     paths, sizes = features.paths, features.sizes
-    require_same_images(features, image_root, sorted({r for report in reports for r in report.rows}))
+    require_same_images(features, image_root, np.unique([r for report in reports for r in report.rows]))
     source = MapSource.of(features, image_root)
     boxer = CamBoxer.for_units(int(features.attrs["channels"]))
     entries = []
