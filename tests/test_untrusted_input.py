@@ -425,3 +425,22 @@ def test_exif_transpose_turns_pixels_and_boxes_upright(tmp_path: Path, capsys: p
     capsys.readouterr()
     assert main(["svm-eval", str(stored), str(svm)]) == 2
     assert "orientation: exif there, stored in" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- protocol -o resumes whole folds
+
+
+def test_protocol_rerun_keeps_the_whole_folds_of_an_earlier_run(env: Env, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p"
+    argv = ["protocol", str(env.feat), "-o", str(out), "--C", "1", "--jobs", "1"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    saved = (out / "svm_fold0.h5").read_bytes()
+    assert main(argv) == 0  # what a killed run left is kept and scored, not refused
+    again = capsys.readouterr().out
+    assert "kept" in again and (out / "svm_fold0.h5").read_bytes() == saved
+    assert first.splitlines()[-1] == again.splitlines()[-1]  # the same mean +- std
+    assert main([*argv[:-4], "--C", "2", "--jobs", "1"]) == 2  # another C: not this run's fold
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists from another run (C:" in err[0] and "--overwrite" in err[0]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from featkit.cam.calibration import Calibration
     from featkit.features import FeatureFile
     from featkit.linear.classifier import LinearClassifier
+    from featkit.linear.protocol import Metrics
     from featkit.linear.svm import OneVsAllLinearSVM
 
 log = logging.getLogger("featkit")
@@ -533,21 +534,25 @@ def _cmd_svm_eval(args: argparse.Namespace) -> int:
 
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
-    from featkit.linear import Metrics, run_protocol, save_svm
-    from featkit.linear.protocol import dataset_metric
+    from featkit.linear import run_protocol, save_svm
+    from featkit.linear.protocol import dataset_metric, kept_fold
+    from featkit.linear.svmfile import load_svm
 
     C = _parse_C(args.C)
     if args.folds is not None and args.folds < 1:
         raise FeatkitError(f"--folds must be at least 1 (or left out for every fold), got {args.folds}")
     out = Path(args.output) if args.output else None
+    kept: dict[int, LinearClassifier] = {}
     with FeatureFile(args.features) as features:
         n_folds = features.splits.shape[1] if args.folds is None else min(args.folds, features.splits.shape[1])
         if out is not None:
             if out.exists() and not out.is_dir():
                 raise FeatkitError(f"-o {out} is a file; give a folder for the per-fold svm_fold<k>.h5 files")
-            taken = [out / f"svm_fold{k}.h5" for k in range(n_folds) if (out / f"svm_fold{k}.h5").exists()]
-            if taken and not args.overwrite:  # fail before minutes of training
-                raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
+            if not args.overwrite:  # whole folds of an earlier (killed) run are kept; anything else fails now
+                for k in range(n_folds):
+                    if (out / f"svm_fold{k}.h5").exists():
+                        kept[k] = kept_fold(load_svm(out / f"svm_fold{k}.h5"), features, k, C, args.normalize,
+                                            args.per_class_C)
             out.mkdir(parents=True, exist_ok=True)
         metric = dataset_metric(features)
         print(f"{features.path}: {n_folds} folds, train on 'train', score 'test', metric {metric}")
@@ -555,8 +560,7 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
         def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
             chosen = np.unique(svm.C_)
             c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C in [{chosen.min():g}, {chosen.max():g}]"
-            scores = (f"mAP {100 * m.map:6.2f} %" if not np.isnan(m.map) else
-                      f"accuracy {100 * m.accuracy:6.2f} %, mean per-class {100 * m.mean_per_class_accuracy:6.2f} %")
+            scores = _scores_text(m)
             saved = ""
             if out is not None:
                 path = save_svm(out / f"svm_fold{fold}.h5", svm, features.classes, features, trained_on,
@@ -565,11 +569,23 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
             print(f"  fold {fold}: {trained_on['n_images']} train / {m.n_images} test images, {c_text}, {scores}{saved}",
                   flush=True)
 
+        def fold_kept(fold: int, classifier: LinearClassifier, m: Metrics) -> None:
+            scores = _scores_text(m)
+            print(f"  fold {fold}: kept {classifier.source} (trained by an earlier run), {m.n_images} test images, "
+                  f"{scores}", flush=True)
+
         result = run_protocol(features, metric, n_folds, on_fold=fold_done, C=C, normalize=args.normalize,
-                              per_class_C=args.per_class_C, n_jobs=args.jobs)
+                              per_class_C=args.per_class_C, n_jobs=args.jobs, kept=kept, on_kept=fold_kept)
     spread = "mean +- std" if len(result.per_fold) > 1 else "one fold"
     print(f"{metric} over {len(result.per_fold)} folds: {result} % ({spread})")
     return 0
+
+
+def _scores_text(m: Metrics) -> str:
+    """One fold's scores for the protocol lines: mAP, or accuracy and mean per-class accuracy."""
+    if not np.isnan(m.map):
+        return f"mAP {100 * m.map:6.2f} %"
+    return f"accuracy {100 * m.accuracy:6.2f} %, mean per-class {100 * m.mean_per_class_accuracy:6.2f} %"
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

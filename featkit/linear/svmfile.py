@@ -124,6 +124,8 @@ def _read_svm(h5: h5py.File, path: Path) -> LinearClassifier:
         attrs["trained_rows"] = rows
     if "trained_fold" in attrs:
         int_attr(attrs, "trained_fold", path, fix=fix)
+    if "C" in h5:
+        attrs["C_values"] = read_array(h5, "C", path, shape=(None,), finite=True, fix=fix)
     return LinearClassifier(weight, bias, classes, str(normalize), str(path), "svm", attrs)
 
 
