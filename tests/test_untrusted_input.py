@@ -137,6 +137,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     write_image(fifo / "cls" / "a.jpg", (40, 30), seed=1)
     os.mkfifo(fifo / "cls" / "x.jpg")
     (d / "dev.csv").write_text("/dev/zero,a,train\n")
+    thin = d / "THIN" / "cls"
+    thin.mkdir(parents=True)
+    Image.new("RGB", (4000, 1)).save(thin / "a.png")
+    (root / "nolabel.csv").write_text("path,label,split\n" + "".join(f"{p},,train\n" for p in paths))
+    assert main(["extract", str(root / "nolabel.csv"), "--dataset", "csv", "-o", str(d / "nolabel.h5"), *TINY]) == 0
     return Env(d, root, feat, svm)
 
 
@@ -179,6 +184,8 @@ convert-huge-input | convert caffe {dir}/bigin.prototxt {dir}/w.caffemodel -o {d
 extract-121-mpx | extract {dir}/BOMB --dataset folder -o {dir}/out.h5 | too large to decode safely
 extract-fifo | extract {dir}/FIFO --dataset folder -o {dir}/out.h5 | not a regular file (a FIFO)
 extract-csv-device | extract {dir}/dev.csv --dataset csv -o {dir}/out.h5 | is not a regular file
+extract-thin-crop | extract {dir}/THIN --dataset folder -o {dir}/out.h5 --resize crop | too small or too thin for --resize crop
+svm-train-unlabeled | svm-train {dir}/nolabel.h5 -o {dir}/out.h5 | extracted images have no label
 cam-close-huge | cam {feat} {svm} -o {dir}/out --close 1000000000 | --close 1000000000 is over 1024
 cam-scales-huge | cam {feat} {svm} -o {dir}/out --scales 1000 | scales must be at most 8 numbers
 localize-curve-tiny | localize {feat} {svm} --protocol wsol --cam-curve-interval 1e-9 | --cam-curve-interval must lie in [0.001, 1)

@@ -208,6 +208,7 @@ def load_rgb(
     with open_image(path) as img:
         orientation = exif_orientation(img) if exif else 1
         size = upright_size(img.size, orientation)  # everything below is on the upright grid
+        framed = resize == "crop" and crop is None
         if resize != "warp":
             region = crop or (0.0, 0.0, float(size[0]), float(size[1]))
             fx0, fy0, fx1, fy1 = frame(region[2] - region[0], region[3] - region[1], resize)
@@ -231,6 +232,10 @@ def load_rgb(
             x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)
             x1, y1 = min(rgb.size[0], crop[2] * sx), min(rgb.size[1], crop[3] * sy)
             if x1 - x0 < 1 or y1 - y0 < 1:
+                if framed:
+                    raise ValueError(f"the {size[0]}x{size[1]} image is too small or too thin for resize='crop' (its "
+                                     "centre part is under one pixel); extract with resize='warp' or "
+                                     "resize='short-side', or drop it")
                 raise ValueError(f"crop box {tuple(round(v, 1) for v in crop)} is empty inside the {size} image")
             rgb = rgb.resize(shape, Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
         elif rgb.size != shape:

@@ -51,6 +51,10 @@ def split_rows(features: FeatureFile, split: str, fold: int = 0, splits: np.ndar
     if rows.size == 0:
         present = sorted({s for s in splits[:, fold] if s})
         hint = f"splits present: {', '.join(present)}" if present else "the dataset has no split (a plain folder or list)"
+        in_split = (features.status == STATUS_OK) & (splits[:, fold] == split)
+        if in_split.any() and not multilabel(features):
+            hint = (f"its {int(in_split.sum())} extracted images have no label (a csv without the label column, or "
+                    "with it empty); give every training image a label")
         raise FeatkitError(f"no usable images in split {split!r} of fold {fold} in {features.path}; {hint}")
     return rows
 
