@@ -187,12 +187,16 @@ def upright_records(root: Path, records: Sequence[ImageRecord]) -> list[ImageRec
     return out
 
 
-def read_picture(path: Path, exif: bool = False) -> Image.Image:
-    """The image at ``path`` as RGB for drawing (upright by its EXIF tag when ``exif``), within the pixel budget."""
+def read_picture(path: Path, exif: bool = False, size: tuple[int, int] | None = None) -> Image.Image:
+    """The image at ``path`` as RGB for drawing (upright by its EXIF tag when ``exif``), within the pixel budget;
+    ``size`` (upright width, height): drawn that large (a JPEG is decoded at a reduced scale when it can)."""
     with open_image(path) as img:
         orientation = exif_orientation(img) if exif else 1
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", upright_size(size, orientation))
         rgb = _rgb(img)
-    return rgb.transpose(_ORIENT[orientation]) if orientation != 1 else rgb
+    rgb = rgb.transpose(_ORIENT[orientation]) if orientation != 1 else rgb
+    return rgb if size is None or rgb.size == tuple(size) else rgb.resize(size, Image.Resampling.BILINEAR)
 
 
 def load_rgb(

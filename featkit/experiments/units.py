@@ -22,7 +22,7 @@ from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, save_picture, write_gallery
+from featkit.viz.overlay import GalleryEntry, cam_strip, display_size, drawn_cams, save_picture, write_gallery
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,12 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         panels = []
         for i, row in enumerate(rows):
             size = (int(sizes[row][0]), int(sizes[row][1]))
-            up = boxer.upsample(cams[i, 0], size, None if frames is None else frames[i])
-            image = read_picture(image_root / paths[row], features.attrs.get("orientation") == "exif")
-            strip = cam_strip(image, [boxer.display(up)], [f"F={report.activations[i]:.2f}"],
-                              pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])
+            image = read_picture(image_root / paths[row], features.attrs.get("orientation") == "exif",
+                                 display_size(size))
+            shown, boxes, _ = drawn_cams(boxer, cams[i, 0][None], size, image.size,
+                                         None if frames is None else frames[i])
+            strip = cam_strip(image, shown, [f"F={report.activations[i]:.2f}"], pred_boxes=boxes,
+                              image_title=Path(paths[row]).name[:28])
             panels.append(strip.resize((strip.width * 200 // strip.height, 200)))
         picture = _hstack(panels)
         target = save_picture(picture, out_dir / f"unit_{report.unit:04d}.png")

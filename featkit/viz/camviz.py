@@ -29,7 +29,16 @@ from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
 from featkit.outputs import atomic_output, check_output_folder, h5_image, write_bytes
-from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, save_picture, write_gallery
+from featkit.viz.overlay import (
+    GalleryEntry,
+    cam_strip,
+    display_size,
+    drawn_cams,
+    overlay_figure,
+    save_picture,
+    scale_box,
+    write_gallery,
+)
 
 MODES: tuple[str, ...] = ("gt", "top1", "top5")
 """Which CAMs to draw; any other value of ``which`` is taken as a class name."""
@@ -129,7 +138,7 @@ def render_cams(
     columns = _class_columns(which, features, classifier, idx, top)
     position = {int(r): i for i, r in enumerate(idx)}
     all_boxes = features.boxes_of()
-    paths, labels, names = features.paths, features.labels, classifier.classes
+    paths, labels, names, sizes = features.paths, features.labels, classifier.classes, features.sizes
     upright = features.attrs.get("orientation") == "exif"
 
     entries: list[GalleryEntry] = []
@@ -143,14 +152,15 @@ def render_cams(
             frames = source.frames(chunk)
             with single_threaded_torch():
                 for j, row in enumerate(chunk):
-                    image = _open(files[int(pos[j])], upright)
+                    full = (int(sizes[row][0]), int(sizes[row][1]))
+                    image = _open(files[int(pos[j])], upright, full)
                     frame = None if frames is None else frames[j]
-                    ups = [b.upsample(cams[j], image.size, frame) for b, cams in zip(boxers, per_method)]
+                    drawn = [drawn_cams(b, cams[j][None], full, image.size, frame) for b, cams in zip(boxers, per_method)]
                     truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                     cls = names[int(columns[pos[j], 0])]
-                    picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
-                                        [b.box(up) for b, up in zip(boxers, ups)], f"true: {truth}; map of {cls}",
-                                        alpha, [tuple(g) for g in all_boxes[row]])
+                    picture = cam_strip(image, [d[0][0] for d in drawn], list(methods), [d[1][0] for d in drawn],
+                                        f"true: {truth}; map of {cls}", alpha,
+                                        [scale_box(tuple(g), drawn[0][2]) for g in all_boxes[row]])
                     target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                     entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
             if progress:
@@ -172,8 +182,9 @@ def render_cams(
                 i = int(pos[j])
                 truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                 titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
-                picture = _picture(boxer, _open(files[i], upright), cams[j], titles, f"true: {truth}", all_boxes[row],
-                                   which == "top5", alpha, None if frames is None else frames[j])
+                full = (int(sizes[row][0]), int(sizes[row][1]))
+                picture = _picture(boxer, _open(files[i], upright, full), full, cams[j], titles, f"true: {truth}",
+                                   all_boxes[row], which == "top5", alpha, None if frames is None else frames[j])
                 target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
         if progress:
@@ -188,6 +199,7 @@ def render_cams(
 def _picture(
     boxer: CamBoxer,
     image: Image.Image,
+    full: tuple[int, int],
     cams: np.ndarray,
     titles: list[str],
     image_title: str,
@@ -196,18 +208,17 @@ def _picture(
     alpha: float,
     frame: np.ndarray | None = None,
 ) -> Image.Image:
-    """One image's (T, h, w) CAMs drawn on it: a single overlay, or a strip for several classes."""
-    up = boxer.upsample(cams, image.size, frame)
-    shown = boxer.display(up)
-    boxes = [boxer.box(cam) for cam in up]
+    """One image's (T, h, w) CAMs drawn on it (``image``: the picture shown, of original size ``full``): a
+    single overlay, or a strip for several classes."""
+    shown, boxes, scale = drawn_cams(boxer, cams, full, image.size, frame)
     if strip:
-        return cam_strip(image, list(shown), titles, boxes, image_title=image_title, alpha=alpha)
-    return overlay_figure(image, shown[0], boxes[0], [tuple(b) for b in gt_boxes], titles[0], alpha)
+        return cam_strip(image, shown, titles, boxes, image_title=image_title, alpha=alpha)
+    return overlay_figure(image, shown[0], boxes[0], [scale_box(tuple(b), scale) for b in gt_boxes], titles[0], alpha)
 
 
-def _open(path: Path, exif: bool) -> Image.Image:
+def _open(path: Path, exif: bool, full: tuple[int, int]) -> Image.Image:
     try:
-        return read_picture(path, exif)
+        return read_picture(path, exif, display_size(full))
     except (OSError, ValueError, UnidentifiedImageError) as exc:
         raise FeatkitError(f"cannot read image {path} ({exc}); check root=DATASET_ROOT") from exc
 
