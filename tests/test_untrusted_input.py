@@ -451,3 +451,55 @@ def test_protocol_rerun_keeps_the_whole_folds_of_an_earlier_run(env: Env, tmp_pa
     assert main([*argv[:-4], "--C", "2", "--jobs", "1"]) == 2  # another C: not this run's fold
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already exists from another run (C:" in err[0] and "--overwrite" in err[0]
+
+
+# ---------------------------------------------------------------- every entry of a file, damaged
+
+
+def _mutations(path: Path) -> list[tuple[str, object]]:
+    """(name, edit) for each dataset of ``path`` (removed, cut to one row, turned into text) and each root
+    attribute (turned into text)."""
+    with h5py.File(path, "r") as h5:
+        names: list[str] = []
+        h5.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        attrs = list(h5.attrs)
+
+    def delete(name: str):  # noqa: ANN202
+        return lambda h5: h5.__delitem__(name)
+
+    def cut(name: str):  # noqa: ANN202
+        return lambda h5: _replace(h5, name, np.asarray(h5[name][()])[:1])
+
+    def text(name: str):  # noqa: ANN202
+        return lambda h5: _replace(h5, name, np.array(["x"] * max(1, len(h5[name])), dtype=object))
+
+    out: list[tuple[str, object]] = []
+    for name in names:
+        out += [(f"{name}:missing", delete(name)), (f"{name}:one-row", cut(name)), (f"{name}:text", text(name))]
+    out += [(f"@{key}:text", _attr(key, "garbage")) for key in attrs]
+    return out
+
+
+@pytest.mark.parametrize("which", ["svm", "features"])
+def test_every_damaged_entry_is_one_line_or_harmless(env: Env, tmp_path: Path, which: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Each entry of svm.h5 / features.h5 damaged in turn: svm-eval (and info for features) ends with exit 0
+    or with exit 2 and one line; never a traceback."""
+    source = env.svm if which == "svm" else env.feat
+    failures = []
+    for name, edit in _mutations(source):
+        damaged = tmp_path / f"{which}.h5"
+        _copy(source, damaged, edit)
+        runs = [["svm-eval", str(env.feat), str(damaged)]] if which == "svm" else \
+            [["svm-eval", str(damaged), str(env.svm)], ["info", str(damaged)]]
+        for argv in runs:
+            capsys.readouterr()
+            try:
+                code = main(argv)
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                failures.append(f"{name} {argv[0]}: {type(exc).__name__}: {exc}"[:200])
+                continue
+            err = capsys.readouterr().err.strip().splitlines()
+            if code not in (0, 2) or (code == 2 and len(err) != 1):
+                failures.append(f"{name} {argv[0]}: exit {code}, {err[-3:]}")
+    assert not failures, "\n".join(failures)

@@ -17,13 +17,12 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from featkit.data.images import MAX_PIXELS, exif_orientation, open_image, upright_size
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
-from featkit.features.store import FeatureFile, check_images
+from featkit.features.store import FeatureFile, check_images, layout_problems
 
 GARBAGE_LIMIT = 1e6
 """Largest plausible |value| of a pooled feature or a conv map, fixed a priori: pooled activations
@@ -59,51 +58,9 @@ def _read(features: FeatureFile, name: str, problems: list[str]) -> np.ndarray |
         return None
 
 
-_NUMERIC = {"images/label": 1, "images/size": 2, "images/status": 1, "images/box": 2, "features/gap": 2}
-"""Numeric tables and their number of dimensions (a string or a wrong rank there breaks every reader)."""
-_TEXT = ("images/path", "images/split", "images/error", "classes")
-
-
 def shape_problems(features: FeatureFile) -> list[str]:
     """Arrays whose dtype, length or width disagrees with ``n_images`` / ``channels``, and a bad run state."""
-    h5, a = features.h5, features.attrs
-    n, k = int(a.get("n_images", -1)), int(a.get("channels", -1))
-    problems = []
-    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
-                 "images/box", "classes", "features/gap"):
-        if name not in h5 or not isinstance(h5[name], h5py.Dataset):
-            problems.append(f"{name} is missing")
-    if problems:
-        return problems
-    for name, ndim in _NUMERIC.items():
-        if h5[name].dtype.kind not in "fiu" or h5[name].ndim != ndim:
-            problems.append(f"{name} is {h5[name].dtype} of {h5[name].ndim} dimensions, expected numbers in {ndim}")
-    for name in _TEXT:
-        if h5[name].dtype.kind not in "SOU" or h5[name].ndim not in (1, 2):
-            problems.append(f"{name} is {h5[name].dtype}, expected text")
-    if problems:
-        return problems
-    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
-                 "images/box"):
-        if h5[name].shape[0] != n:
-            problems.append(f"{name} has {h5[name].shape[0]} rows, the file says {n} images")
-    for name, width in (("images/size", 2), ("images/box", 4)):
-        if h5[name].shape[1:] != (width,):
-            problems.append(f"{name} is {h5[name].shape}, expected ({n}, {width})")
-    if h5["features/gap"].shape != (n, k):
-        problems.append(f"features/gap is {h5['features/gap'].shape}, expected ({n}, {k}) (images x channels)")
-    if "features/maps" in h5 and (h5["features/maps"].ndim != 4 or tuple(h5["features/maps"].shape[:2]) != (n, k)):
-        problems.append(f"features/maps is {h5['features/maps'].shape}, expected ({n}, {k}, h, w)")
-    if "images/boxes" in h5 and ("images/boxes_image" not in h5 or h5["images/boxes"].ndim != 2
-                                 or h5["images/boxes"].shape[1:] != (4,)
-                                 or h5["images/boxes"].shape[0] != h5["images/boxes_image"].shape[0]):
-        problems.append("images/boxes is not (M, 4) or differs in length from images/boxes_image")
-    done = int(a.get("rows_done", 0))
-    if not 0 <= done <= n:
-        problems.append(f"rows_done {done} lies outside 0..{n}")
-    elif a.get("complete") and done != n:
-        problems.append(f"the file says complete but only {done} of {n} rows are done")
-    return problems
+    return layout_problems(features.h5)
 
 
 def row_problems(features: FeatureFile) -> list[str]:

@@ -71,7 +71,7 @@ from featkit.features.schema import (
     plain,
 )
 from featkit.outputs import check_output_file, h5_image, room_for, size_text, write_bytes
-from featkit.validation import MAX_DECLARED_ELEMENTS, as_int, damaged, int_attr, require_schema
+from featkit.validation import MAX_DECLARED_ELEMENTS, as_int, damaged, finite_numbers, int_attr, require_schema
 
 _STR = h5py.string_dtype("utf-8")
 log = logging.getLogger(__name__)
@@ -136,6 +136,72 @@ def check_images(features: FeatureFile, root: str | Path, rows: Sequence[int] | 
     extracted from: file size and a hash of the first 64 KiB, recorded at extraction (files written
     before fingerprints were recorded are not checked)."""
     _check_fingerprints(features.h5, Path(root), np.asarray(rows, dtype=np.int64).reshape(-1), features.path)
+
+
+_NUMERIC = {"images/label": 1, "images/size": 2, "images/status": 1, "images/box": 2, "features/gap": 2}
+"""Numeric tables and their number of dimensions (a string or a wrong rank there breaks every reader)."""
+_TEXT = ("images/path", "images/split", "images/error", "classes")
+
+
+def layout_problems(h5: h5py.File) -> list[str]:
+    """Arrays whose dtype, length or width disagrees with ``n_images`` / ``channels``, and a bad run state
+    (the file's attributes already checked by :class:`FeatureFile`)."""
+    a = {k: plain(v) for k, v in h5.attrs.items()}
+    n, k = int(a.get("n_images", -1)), int(a.get("channels", -1))
+    problems = []
+    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
+                 "images/box", "classes", "features/gap"):
+        if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+            problems.append(f"{name} is missing")
+    if problems:
+        return problems
+    for name, ndim in _NUMERIC.items():
+        if h5[name].dtype.kind not in "fiu" or h5[name].ndim != ndim:
+            problems.append(f"{name} is {h5[name].dtype} of {h5[name].ndim} dimensions, expected numbers in {ndim}")
+    for name in _TEXT:
+        if h5[name].dtype.kind not in "SOU" or h5[name].ndim != (2 if name == "images/split" else 1):
+            problems.append(f"{name} is {h5[name].dtype} of {h5[name].ndim} dimensions, expected text")
+    if "head" in h5:
+        problems += _head_problems(h5["head"], k)
+    if problems:
+        return problems
+    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
+                 "images/box"):
+        if h5[name].shape[0] != n:
+            problems.append(f"{name} has {h5[name].shape[0]} rows, the file says {n} images")
+    for name, width in (("images/size", 2), ("images/box", 4)):
+        if h5[name].shape[1:] != (width,):
+            problems.append(f"{name} is {h5[name].shape}, expected ({n}, {width})")
+    if h5["features/gap"].shape != (n, k):
+        problems.append(f"features/gap is {h5['features/gap'].shape}, expected ({n}, {k}) (images x channels)")
+    if "features/maps" in h5 and (h5["features/maps"].ndim != 4 or tuple(h5["features/maps"].shape[:2]) != (n, k)):
+        problems.append(f"features/maps is {h5['features/maps'].shape}, expected ({n}, {k}, h, w)")
+    if ("images/boxes" in h5) != ("images/boxes_image" in h5):
+        problems.append("images/boxes and images/boxes_image must be there together")
+    elif "images/boxes" in h5 and (h5["images/boxes"].ndim != 2
+                                 or h5["images/boxes"].shape[1:] != (4,)
+                                 or h5["images/boxes"].shape[0] != h5["images/boxes_image"].shape[0]):
+        problems.append("images/boxes is not (M, 4) or differs in length from images/boxes_image")
+    done = int(a.get("rows_done", 0))
+    if not 0 <= done <= n:
+        problems.append(f"rows_done {done} lies outside 0..{n}")
+    elif a.get("complete") and done != n:
+        problems.append(f"the file says complete but only {done} of {n} rows are done")
+    return problems
+
+
+def _head_problems(group: h5py.Group, k: int) -> list[str]:
+    """The backbone head's weight (C0, K), bias (C0) and classes (C0)."""
+    for name in ("weight", "bias", "classes"):
+        if name not in group or not isinstance(group[name], h5py.Dataset):
+            return [f"head/{name} is missing"]
+    weight, bias, classes = group["weight"], group["bias"], group["classes"]
+    if weight.dtype.kind not in "fiu" or weight.ndim != 2 or weight.shape[1] != k:
+        return [f"head/weight is {weight.dtype} {weight.shape}, expected numbers (classes, {k})"]
+    c0 = weight.shape[0]
+    if bias.dtype.kind not in "fiu" or bias.shape != (c0,) or classes.dtype.kind not in "SOU" or classes.shape != (c0,):
+        return [f"head/bias {bias.shape} and head/classes {classes.shape} must both be ({c0},)"]
+    return []
 
 
 class FeatureWriter:
@@ -483,6 +549,13 @@ class FeatureFile:
                 int_attr(self.h5.attrs, key, self.path, high=MAX_DECLARED_ELEMENTS, fix=fix)
             if as_int(self.h5.attrs.get("channels")) == 0:
                 raise damaged(self.path, "attribute channels is 0", fix)
+            for key in ("mean", "std"):
+                values = finite_numbers(self.h5.attrs.get(key, (0.0, 0.0, 0.0)), f"{self.path}: attribute {key}")
+                if len(values) != 3:
+                    raise damaged(self.path, f"attribute {key} holds {len(values)} values, expected 3", fix)
+            problems = layout_problems(self.h5)
+            if problems:
+                raise damaged(self.path, problems[0], fix)
         except FeatkitError:
             self.h5.close()
             raise
