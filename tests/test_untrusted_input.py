@@ -188,7 +188,7 @@ extract-thin-crop | extract {dir}/THIN --dataset folder -o {dir}/out.h5 --resize
 svm-train-unlabeled | svm-train {dir}/nolabel.h5 -o {dir}/out.h5 | extracted images have no label
 cam-close-huge | cam {feat} {svm} -o {dir}/out --close 1000000000 | --close 1000000000 is over 1024
 cam-scales-huge | cam {feat} {svm} -o {dir}/out --scales 1000 | scales must be at most 8 numbers
-localize-curve-tiny | localize {feat} {svm} --protocol wsol --cam-curve-interval 1e-9 | --cam-curve-interval must lie in [0.001, 1)
+localize-curve-tiny | localize {feat} {svm} --protocol wsol --cam-curve-interval 1e-9 | --cam-curve-interval must be in [0.001, 1)
 extract-batch-huge | extract {root} --dataset cub200 -o {dir}/out.h5 --batch-size 1000000000 | --batch-size must lie in 1..4096
 extract-workers-many | extract {root} --dataset cub200 -o {dir}/out.h5 --workers 100000 | workers must be at most
 """
