@@ -58,8 +58,8 @@ from featkit.cam.methods import LEARNED_METHODS, METHODS
 from featkit.data.images import load_rgb, normalize_batch
 from featkit.errors import FeatkitError
 from featkit.features import ExtractJob, ExtractOptions, run_job
-from featkit.features.extractor import backbone_from_provenance
 from featkit.features.mapsource import MapSource
+from featkit.features.replay import backbone_from_provenance
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.protocol import split_rows

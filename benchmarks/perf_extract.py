@@ -127,7 +127,8 @@ def speed(inputs: Inputs, setup: Setup, n: int, repeats: int, work: Path, compar
     sanity = (f"(b) and (c) agree to {float(np.abs(gap_b - gap_c).max()):.1g} (max |gap difference|); featkit's "
               f"features against (b): cosine similarity min {cos.min():.4f}, median {np.median(cos):.5f} "
               f"({drafted} of the {n} JPEGs are at least {2 * size} px on their short side, which featkit "
-              "decodes at reduced scale (Pillow draft) before the same bilinear warp)")
+              f"decodes at reduced scale (Pillow draft) before the same bilinear resize; every pipeline uses the "
+              f"{setup.resize!r} geometry)")
     return rows, sanity
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.perf_extract_inputs import Inputs
 from featkit.data.base import ImageRecord
+from featkit.data.geometry import CROP_FRACTION, DEFAULT_RESIZE, input_shape
 from featkit.data.images import ImageFolderView, collate, normalize_batch
 from featkit.features import ExtractJob, ExtractOptions, run_job
 from featkit.features import extractor as fx
@@ -51,6 +52,8 @@ class Setup:
     device: torch.device
     image_size: int | None
     precision: str = "float32"
+    resize: str = DEFAULT_RESIZE
+    """Input geometry of every pipeline (featkit's default), so the features compare like with like."""
 
 
 def _sync(device: torch.device) -> None:
@@ -82,51 +85,84 @@ def compute_bound(inputs: Inputs, setup: Setup, n: int, *, channels_last: bool =
     """
     spec, model, _ = load_backbone(setup.model, setup.weights)
     size = setup.image_size or spec.input_size
-    view = ImageFolderView(inputs.root, [r.path for r in inputs.records[: setup.batch_size]], size)
-    batch = collate([view[i] for i in range(len(view))])
-    x = normalize_batch(batch.pixels.to(setup.device), spec.mean, spec.std)
+    view = ImageFolderView(inputs.root, [r.path for r in inputs.records[: setup.batch_size]], size,
+                           resize=setup.resize, stride=spec.stride)
+    groups = [normalize_batch(pixels.to(setup.device), spec.mean, spec.std)
+              for _, pixels in collate([view[i] for i in range(len(view))]).groups]
     model = model.to(setup.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    sizes = [setup.batch_size] * (n // setup.batch_size) + ([n % setup.batch_size] if n % setup.batch_size else [])
+        groups = [x.contiguous(memory_format=torch.channels_last) for x in groups]
+    rounds = -(-n // setup.batch_size)  # whole batches: a batch's shapes (short-side) are its groups
     grad = torch.inference_mode() if inference else torch.no_grad()
     step = forward_batch or setup.batch_size
 
-    def gap(batch: torch.Tensor) -> torch.Tensor:
-        maps = torch.cat([model.forward_features(part) for part in batch.split(step)])
-        return maps.float().mean(dim=(2, 3)).cpu()
+    def gap() -> None:
+        for x in groups:
+            maps = torch.cat([model.forward_features(part) for part in x.split(step)])
+            maps.float().mean(dim=(2, 3)).cpu()
 
     with torch_threads(threads), grad, _autocast(setup.device, precision or setup.precision):
-        gap(x[: sizes[0]])  # warm-up, as the others warm up
+        gap()  # warm-up, as the others warm up
         _sync(setup.device)
         t0 = time.perf_counter()
-        for b in sizes:
-            gap(x[:b])
+        for _ in range(rounds):
+            gap()
         _sync(setup.device)
-        return n / (time.perf_counter() - t0)
+        return rounds * sum(len(x) for x in groups) / (time.perf_counter() - t0)
 
 
-def _tv_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
+def _tv_transform(size: int, mean: Sequence[float], std: Sequence[float], resize: str = DEFAULT_RESIZE,
+                  stride: int = 1) -> Callable[[Image.Image], torch.Tensor]:
+    """torchvision's transforms for featkit's input geometry ``resize``, so the baselines see featkit's pixels:
+    warp ``Resize((S, S))``; crop ``Resize(S / 0.875) + CenterCrop(S)``; short-side ``Resize((h, w))`` at the
+    shape featkit computes for the image (aspect kept, long side on the stride grid, at most 2 S)."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                               transforms.Normalize(mean, std)])
+    tail = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if resize == "warp":
+        return transforms.Compose([transforms.Resize((size, size)), *tail])
+    if resize == "crop":
+        return transforms.Compose([transforms.Resize(round(size / CROP_FRACTION)), transforms.CenterCrop(size), *tail])
+    after = transforms.Compose(tail)
+
+    def short_side(img: Image.Image) -> torch.Tensor:
+        width, height = input_shape(img.size[0], img.size[1], resize, size, stride)
+        return after(transforms.functional.resize(img, [height, width]))
+
+    return short_side
+
+
+def _bucketed_gap(forward: Callable[[torch.Tensor], torch.Tensor], images: Sequence[torch.Tensor],
+                  device: torch.device) -> np.ndarray:
+    """GAP (n, K) of images that may differ in shape: one forward pass per shape, rows in input order."""
+    buckets: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        buckets.setdefault(tuple(image.shape), []).append(i)
+    out: np.ndarray | None = None
+    for positions in buckets.values():
+        maps = forward(torch.stack([images[i] for i in positions]).to(device, non_blocking=True))
+        gap = maps.float().mean(dim=(2, 3)).cpu().numpy()
+        if out is None:
+            out = np.empty((len(images), gap.shape[1]), np.float32)
+        out[positions] = gap
+    assert out is not None  # at least one image
+    return out
 
 
 def naive_loop(inputs: Inputs, setup: Setup, n: int) -> tuple[float, np.ndarray]:
     """(b) PIL open + torchvision transforms + model, one batch after another, no workers."""
     spec, model, _ = load_backbone(setup.model, setup.weights)
     size = setup.image_size or spec.input_size
-    tf = _tv_transform(size, spec.mean, spec.std)
+    tf = _tv_transform(size, spec.mean, spec.std, setup.resize, spec.stride)
     model = model.to(setup.device)
     paths = inputs.repeated(n).paths
     out = []
     t0 = time.perf_counter()
     with torch.no_grad():
         for lo in range(0, n, setup.batch_size):
-            x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths[lo: lo + setup.batch_size]])
-            out.append(model.forward_features(x.to(setup.device)).mean(dim=(2, 3)).cpu().numpy())
+            images = [tf(Image.open(p).convert("RGB")) for p in paths[lo: lo + setup.batch_size]]
+            out.append(_bucketed_gap(model.forward_features, images, setup.device))
     return n / (time.perf_counter() - t0), np.concatenate(out)
 
 
@@ -174,14 +210,14 @@ def competent(inputs: Inputs, setup: Setup, n: int, workers: int | None = None) 
     extractor, note = feature_extractor(model)
     extractor = extractor.to(setup.device).eval()
     workers = (os.cpu_count() or 1) if workers is None else workers
-    loader = DataLoader(_ImageList(inputs.repeated(n).paths, _tv_transform(size, spec.mean, spec.std)),
-                        batch_size=setup.batch_size, num_workers=workers, pin_memory=setup.device.type == "cuda")
+    transform = _tv_transform(size, spec.mean, spec.std, setup.resize, spec.stride)
+    loader = DataLoader(_ImageList(inputs.repeated(n).paths, transform), batch_size=setup.batch_size,
+                        num_workers=workers, pin_memory=setup.device.type == "cuda", collate_fn=list)
     out = []
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for x in loader:
-            maps = extractor(x.to(setup.device, non_blocking=True))["maps"]
-            out.append(maps.mean(dim=(2, 3)).cpu().numpy())
+        for images in loader:
+            out.append(_bucketed_gap(lambda x: extractor(x)["maps"], images, setup.device))
     return n / (time.perf_counter() - t0), np.concatenate(out), f"{note}; DataLoader num_workers={workers}"
 
 
@@ -191,7 +227,7 @@ def featkit_run(inputs: Inputs, setup: Setup, n: int, out: Path, options: Extrac
     subset = inputs.repeated(n)
     options = options or ExtractOptions(model=setup.model, weights=setup.weights, batch_size=setup.batch_size,
                                         device=str(setup.device), image_size=setup.image_size,
-                                        precision=setup.precision)
+                                        precision=setup.precision, resize=setup.resize)
     options = replace(options, overwrite=True)
     started: list[float] = []
 

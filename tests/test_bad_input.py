@@ -47,7 +47,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     _extract(root, d / "feat32.h5", "--image-size", "32", "--maps")
     _damaged_copy(feat, d / "nan.h5", {"features/gap": (1, np.full(32, np.nan, np.float32))}, {})
     _damaged_copy(feat, d / "huge.h5", {"features/gap": (2, np.full(32, 3e30, np.float32))}, {})
-    _damaged_copy(feat, d / "nanmaps.h5", {"features/maps": (0, np.full((32, 8, 8), np.nan, np.float16))}, {})
+    with h5py.File(feat, "r") as h5:
+        canvas = h5["features/maps"].shape[1:]  # the default geometry's (short-side) NaN-padded canvas
+    _damaged_copy(feat, d / "nanmaps.h5", {"features/maps": (0, np.full(canvas, np.nan, np.float16))}, {})
     _damaged_copy(feat, d / "infbox.h5", {"images/box": (0, np.array([0, 0, np.inf, 10], np.float32))}, {})
     _damaged_copy(feat, d / "incomplete.h5", {"images/status": (slice(4, None), 0)}, {"complete": False, "rows_done": 4})
     # the same file names at another root, with other image sizes (not the images extracted)

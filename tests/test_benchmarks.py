@@ -97,8 +97,33 @@ def test_geometry_cv_scores_every_geometry_on_train_images_only(tmp_path: Path) 
                              str(tmp_path / "cache"), "--model", "tiny_test"]) == 0
     lines = (out / "geometry_cv.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:6]] == ["warp", "short-side", "crop", "short-side + flip"]
-    assert all("(n=9)" in line for line in lines[2:6])  # 3 of the 6 images per class: the training part only
-    assert "the default resize is the best mean without TTA -> **" in lines[-1]
+    assert all("n=18)" in line for line in lines[2:6])  # a random-protocol sample: its whole pool
+    assert sum("(best; n=18)" in line for line in lines[2:5]) >= 1  # differences are to the best geometry
+    assert lines[-1].endswith(("-> **warp**.", "-> **short-side**."))  # only whole-image policies can win
+
+
+def _cv(per_split: list[float]) -> geometry_cv.CvScore:
+    return geometry_cv.CvScore(np.array(per_split), 100, 0.25, 1.0)
+
+
+def test_geometry_rule_keeps_whole_image_policies_within_one_standard_error() -> None:
+    """The a-priori rule: crop cannot win; a candidate more than one SE under the best is out; two within
+    it are separated by train-box localization; none within it: the best mean CV among the candidates."""
+    warp, short, crop = ("warp", "none"), ("short-side", "none"), ("crop", "none")
+    geometries = [warp, short, crop]
+    best = [0.90, 0.92, 0.88, 0.91, 0.89, 0.90]
+    noisy = [v - 0.005 + 0.01 * (-1) ** i for i, v in enumerate(best)]  # 0.5 points under, SE ~0.6
+    scores = {(crop, "a"): _cv(best), (short, "a"): _cv(noisy),
+              (warp, "a"): _cv([v - 0.05 + 0.002 * (i % 2) for i, v in enumerate(best)])}
+    decision = geometry_cv.decide(scores, {}, ["a"], geometries)
+    assert decision.default == "short-side" and decision.qualifying == [short]
+    both = {**scores, (warp, "a"): _cv([v - 0.004 + 0.01 * (-1) ** i for i, v in enumerate(best)])}
+    loc = {(warp, "a"): 0.6, (short, "a"): 0.5}
+    decision = geometry_cv.decide(both, loc, ["a"], geometries)
+    assert decision.default == "warp" and set(decision.qualifying) == {warp, short}
+    far = {**scores, (short, "a"): _cv([v - 0.04 + 0.002 * (i % 2) for i, v in enumerate(best)])}
+    decision = geometry_cv.decide(far, {}, ["a"], geometries)
+    assert decision.default == "short-side" and decision.qualifying == []
 
 
 def test_perf_geometry_reports_img_per_s_beside_warp(tmp_path: Path) -> None:

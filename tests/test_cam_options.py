@@ -18,11 +18,12 @@ from featkit.cam.boxes import box_from_cam, boxes_from_cams, close_mask
 from featkit.cam.calibration import calibrate
 from featkit.cam.localization import localize
 from featkit.cam.maps import CamOptions, class_activation_maps
+from featkit.cam.placement import trim_padding
 from featkit.cli import main
 from featkit.errors import FeatkitError
 from featkit.features import FeatureFile
-from featkit.features.extractor import backbone_from_provenance, preprocessed_batches
 from featkit.features.mapsource import MapSource
+from featkit.features.replay import Replay
 from featkit.linear import LinearClassifier, classifier_for
 
 # ------------------------------------------------------------------ closing
@@ -118,11 +119,11 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _conv(features: FeatureFile, rows: list[int], side: int) -> torch.Tensor:
-    _, model, dev = backbone_from_provenance(features.attrs, "cpu")
-    (x,) = preprocessed_batches(features.attrs, features.attrs["dataset_root"], [features.paths[r] for r in rows],
-                                len(rows), dev, side)
+    replay = Replay.of(features.attrs, "cpu")
+    ((_, x),) = next(replay.input_groups(features.attrs["dataset_root"], [features.paths[r] for r in rows],
+                                         len(rows), side))
     with torch.no_grad():
-        return model.eval().forward_features(x.contiguous()).float()
+        return replay.model.forward_features(x.contiguous()).float()
 
 
 def test_scale_one_is_todays_maps_and_two_scales_average_on_the_scale_one_grid(tiny_store: tuple[Path, Path]) -> None:
@@ -189,16 +190,36 @@ def test_cli_close_scales_enhance(tiny_store: tuple[Path, Path], tmp_path: Path,
                  "--method", "objectness"]) == 0
 
 
-def test_multi_scale_refuses_other_geometries(fake_cub: Callable[..., Path], tmp_path: Path) -> None:
-    root = fake_cub(n_classes=2, per_class=2)
-    path = tmp_path / "short.h5"
-    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--resize", "short-side", "-o", str(path),
-                 *TINY]) == 0
+@pytest.mark.parametrize(("resize", "tta"), [("short-side", "none"), ("short-side", "flip"), ("warp", "flip")])
+def test_dgl_and_scales_rerun_every_geometry(fake_cub: Callable[..., Path], tmp_path: Path, resize: str,
+                                             tta: str) -> None:
+    """The backbone reruns each image as the file stored it (its own aspect ratio, its mirror averaged in):
+    dgl at the last layer is the stored CAM / (h w) of that image's own grid, NaN padding included, and
+    one scale of 1 equals the stored maps' method."""
+    root = fake_cub(n_classes=2, per_class=3)  # images 120..136 x 98..102: several short-side shapes
+    path = tmp_path / "f.h5"
+    assert main(["extract", str(root), "--dataset", "cub200", "--maps", "--resize", resize, "--tta", tta,
+                 "-o", str(path), *TINY]) == 0
     with FeatureFile(path) as features:
-        boxer = CamBoxer(np.ones((2, 32), np.float32), CamOptions(scales=(1.0, 2.0)))
-        with pytest.raises(FeatkitError, match=r"scales \[1.0, 2.0\] runs the backbone on the images and supports "
-                                               "files extracted with resize='warp' or 'crop'"):
-            boxer.row_cams(MapSource.of(features), np.array([0]), None, np.array([0]))
+        weight = np.random.default_rng(0).normal(size=(2, features.gap.shape[1])).astype(np.float32)
+        rows, classes = np.arange(len(features)), np.arange(len(features)) % 2
+        source = MapSource.of(features, root)
+        stored = CamBoxer(weight).cams(features.maps(rows), classes)
+        rerun = CamBoxer(weight, CamOptions(method="dgl")).row_cams(source, rows, None, classes)
+        scaled = CamBoxer(weight, CamOptions(method="objectness", scales=(1.0, 1.0))).row_cams(
+            source, rows, None, classes)
+        plain = CamBoxer(weight, CamOptions(method="objectness")).cams(features.maps(rows), classes)
+        sizes = features.sizes[rows]
+    for r in rows:
+        one, again = trim_padding(stored[r]), trim_padding(rerun[r])
+        h, w = one.shape[-2:]
+        assert again.shape == one.shape  # each image on its own grid (short-side: its aspect ratio)
+        assert np.allclose(again * h * w, one, rtol=1e-2, atol=1e-2 * float(np.abs(one).max()))
+        assert np.allclose(trim_padding(scaled[r]), trim_padding(plain[r]), rtol=1e-2, atol=2e-2)
+        boxer = CamBoxer(weight)
+        size = (int(sizes[r][0]), int(sizes[r][1]))
+        assert np.allclose(boxer.box(boxer.upsample(rerun[r, 0], size)), boxer.box(boxer.upsample(stored[r, 0], size)),
+                           atol=1.0)
 
 
 def test_dgl_on_a_crop_file_reruns_the_crop_view(fake_cub: Callable[..., Path], tmp_path: Path) -> None:

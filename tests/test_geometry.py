@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from featkit.cam import CamBoxer
+from featkit.cam.placement import trim_padding
 from featkit.data.base import ImageRecord
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 from featkit.errors import FeatkitError
@@ -224,3 +225,34 @@ def test_unreadable_image_in_a_shape_window_keeps_the_rows_before_its_batch(tmp_
     with FeatureFile(out) as half:
         assert half.attrs["rows_done"] == 4
         np.testing.assert_allclose(half.gap[:4, 0], [(20 + 20 * i) / 255 for i in range(4)], rtol=1e-5)
+
+
+def test_short_side_padding_is_not_damage_but_a_nan_inside_an_image_is(tmp_path: Path) -> None:
+    """Stored short-side maps sit top-left in a NaN canvas: readers accept the padding, and refuse a NaN inside
+    an image's own extent or a row without any number (both are damage, not padding)."""
+    from featkit.cli import main
+
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    for j, size in enumerate([(96, 64), (64, 96), (64, 64)]):
+        Image.new("RGB", size, (40 * j, 90, 160)).save(root / "a" / f"{j}.png")
+    path = tmp_path / "f.h5"
+    assert main(["extract", str(root), "--dataset", "folder", "--model", "tiny_test", "--workers", "0", "--maps",
+                 "--resize", "short-side", "-o", str(path)]) == 0
+    with FeatureFile(path) as features:
+        maps = features.maps([0, 1, 2])  # padded, and readable
+        extents = [trim_padding(one).shape[-2:] for one in maps]
+        assert extents[0][::-1] == extents[1] and extents[0][1] > extents[0][0]  # landscape, portrait: own shapes
+        assert all(np.isfinite(trim_padding(one)).all() for one in maps)  # NaN only in the padding
+    for row, cell in ((0, (0, 0)), (1, None)):
+        damaged = tmp_path / f"damaged{row}.h5"
+        damaged.write_bytes(path.read_bytes())
+        with h5py.File(damaged, "r+") as h5:
+            value = h5["features/maps"][row]
+            if cell is None:
+                value[:] = np.nan
+            else:
+                value[:, cell[0], cell[1]] = np.nan
+            h5["features/maps"][row] = value
+        with FeatureFile(damaged) as features, pytest.raises(FeatkitError, match=f"NaN or inf in row {row}"):
+            features.maps([0, 1, 2])

@@ -249,6 +249,9 @@ def test_missing_maps_are_recomputed_from_the_root(fake_cub: Callable[..., Path]
         classifier = LinearClassifier(rng.normal(size=(2, 1280)), np.zeros(2), features.classes, "none", "random")
         report = localize(features, classifier, rows, root=root, sweep=False)
         assert report.summary["maps"] == "recomputed" and report.summary["n_images"] == 2
+        # the default geometry, stated in the report: the whole image, so boxes reach every border
+        assert ("Input geometry: short-side: the whole image, aspect ratio kept (short side at the input size, "
+                "long side at most 2x); boxes can reach every border of the image.") in report.to_markdown()
         (_, recomputed), = MapSource.of(features, root).batches(rows, batch=8)
         (_, kept), = MapSource.of(reference).batches(rows, batch=8)
         np.testing.assert_allclose(recomputed, kept, rtol=1e-2, atol=1e-2)

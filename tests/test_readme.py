@@ -27,7 +27,7 @@ def test_readme_python_quick_start_runs_as_written(tmp_path: Path) -> None:
     project.mkdir()
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(SAMPLE_DATA.resolve(), target_is_directory=True)
-    # The quick start extracts with the defaults (crop), not the warp file the other CUB tests share.
+    # The quick start extracts with the defaults (short-side), not the warp file the other CUB tests share.
     done = subprocess.run([sys.executable, "-c", blocks[0]], cwd=project, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -23,7 +23,6 @@ from featkit.cam.maps import CamOptions, normalize_cam, upsample
 from featkit.cam.methods import GRADIENT_METHODS, LEARNED_METHODS, method_maps
 from featkit.cam.placement import covers_image, place, trim_padding
 from featkit.errors import FeatkitError
-from featkit.features.extractor import FIXED_SHAPE_POLICIES
 from featkit.features.mapsource import MapSource, dataset_root
 
 
@@ -122,12 +121,6 @@ class CamBoxer:
             return self.cams(maps, classes)
         what = (f"method {self.options.method!r}" if self.options.method in GRADIENT_METHODS
                 else f"scales {list(self.options.scales)}")
-        geometry = (source.features.attrs.get("resize", "warp"), source.features.attrs.get("tta", "none"))
-        if geometry[0] not in FIXED_SHAPE_POLICIES or geometry[1] != "none":
-            raise FeatkitError(f"{what} runs the backbone on the images and supports files extracted with "
-                               f"resize='warp' or 'crop' and no tta; {source.features.path} has "
-                               f"resize={geometry[0]!r}, tta={geometry[1]!r}; use a stored-maps method at "
-                               "scales=(1.0,) or re-extract with resize='crop'")
         root = dataset_root(source.features, source.root)
         if root is None:
             raise FeatkitError(f"{what} runs the backbone on the images, but "

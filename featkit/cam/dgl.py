@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from featkit.cam.foreground import ForegroundModel
 from featkit.cam.methods import method_maps
+from featkit.cam.placement import pad_to_canvas
 from featkit.errors import FeatkitError
-from featkit.features.extractor import backbone_from_provenance, preprocessed_batches
+from featkit.features.replay import Replay
 from featkit.features.store import FeatureFile
 from featkit.models.registry import Backbone
 
@@ -225,32 +226,45 @@ def image_maps(
 ) -> np.ndarray:
     """Maps of a features file's ``rows`` computed by ``compute`` on its images, averaged over input ``scales``.
 
-    The backbone of the file's provenance runs on each image warped to
-    ``round(S * s)`` px for every scale ``s`` (``S`` the file's input size);
-    each scale's maps are resized to the scale-1 grid (the grid of the scale-1
-    maps when 1 is among the scales, else the first scale's grid divided by
-    that scale) and averaged (:func:`mean_on_grid`).
+    The backbone of the file's provenance runs on each image under the file's
+    own geometry (:class:`~featkit.features.replay.Replay`) at ``round(S * s)``
+    px for every scale ``s`` (``S`` the file's input size; ``short-side``
+    images keep their aspect ratio, one forward pass per input shape); with
+    flip TTA the mirrored image runs too and its map, flipped back, is
+    averaged in, as extraction averaged the maps. Each image's scale maps are
+    resized to its scale-1 grid (the scale-1 map's grid when 1 is among the
+    scales, else the first scale's grid divided by that scale) and averaged
+    (:func:`mean_on_grid`). Images whose grids differ (``short-side``) come
+    back top-left in a NaN-padded canvas, as stored maps do.
     """
-    _, model, dev = backbone_from_provenance(features.attrs, device)
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
     if len(rows) == 0:
         raise FeatkitError("no rows to compute maps of; pass at least one row")
+    replay = Replay.of(features.attrs, device)
+    for parameter in replay.model.parameters():
+        parameter.requires_grad_(False)
     paths = [features.paths[int(r)] for r in rows]
     index = np.asarray(classes, dtype=np.int64).reshape(len(rows), -1)
-    size = int(features.attrs["input_size"])
-    streams = [preprocessed_batches(features.attrs, root, paths, batch, dev, max(1, round(size * s))) for s in scales]
-    out = []
-    for lo, inputs in zip(range(0, len(rows), batch), zip(*streams)):
-        per_scale = [compute(model, x.contiguous(), index[lo : lo + batch]) for x in inputs]
-        if 1.0 in scales:
-            grid = tuple(per_scale[list(scales).index(1.0)].shape[-2:])
-        else:
-            h, w = per_scale[0].shape[-2:]
-            grid = (max(1, round(h / scales[0])), max(1, round(w / scales[0])))
-        out.append(mean_on_grid(per_scale, (int(grid[0]), int(grid[1]))))
-    return np.concatenate(out)
+    size = replay.provenance.input_size
+    streams = [replay.input_groups(root, paths, batch, max(1, round(size * s))) for s in scales]
+    out: list[np.ndarray] = []
+    for lo, per_scale in zip(range(0, len(rows), batch), zip(*streams)):
+        maps: list[list[np.ndarray]] = [[] for _ in range(min(batch, len(rows) - lo))]
+        for groups in per_scale:  # one scale: its shape groups
+            for positions, x in groups:
+                computed = compute(replay.model, x, index[lo + positions])
+                if replay.flip:
+                    mirrored = compute(replay.model, x.flip(3).contiguous(), index[lo + positions])
+                    computed = (computed + mirrored[..., ::-1]) / 2
+                for position, one in zip(positions, computed):
+                    maps[int(position)].append(one[None])
+        for per_image in maps:
+            if 1.0 in scales:
+                grid = tuple(per_image[list(scales).index(1.0)].shape[-2:])
+            else:
+                h, w = per_image[0].shape[-2:]
+                grid = (max(1, round(h / scales[0])), max(1, round(w / scales[0])))
+            out.append(mean_on_grid(per_image, (int(grid[0]), int(grid[1])))[0])
+    return pad_to_canvas(out)
 
 
 def image_gradient_maps(

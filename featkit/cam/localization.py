@@ -58,6 +58,7 @@ from featkit.cam.boxes import (
 from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import NORMALIZATIONS, CamOptions
 from featkit.cam.wsol import PROTOCOLS, WsolBoxEvaluator
+from featkit.data.geometry import describe
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
 from featkit.features.integrity import require_usable
@@ -117,6 +118,7 @@ class LocalizationReport:
             f"{closing}"
             f"{s['upsample']} upsampling; weights: {s['classifier']}; maps: {s['maps']})",
             "",
+            *([f"Input geometry: {s['geometry']}.", ""] if s.get("geometry") else []),
             "| method | GT-known loc. | top-1 loc. | top-5 loc. | top-1 CAM, any class | mean IoU |",
             "|---|---:|---:|---:|---:|---:|",
             f"| {'CAM' if s.get('method', 'cam') == 'cam' else s['method']} ({s['classifier_kind']}) | {pct(s['gt_known_loc'])} | {pct(s['top1_loc'])} | "
@@ -475,6 +477,7 @@ def localize(
         "classifier_trained_on": classifier.trained_on(),
         "classifier_kind": "backbone head" if classifier.is_head else "SVM weights",
         "maps": _maps_origin(cam_options, source.kind),
+        "geometry": describe(*features.geometry),
         "features": str(features.path),
         "threshold_chosen_on": (f"{calibration.split} ({calibration.n_images} images)" if calibration is not None
                                 else "a priori"),

@@ -66,8 +66,8 @@ class CamOptions:
     ``close`` square in pixels of the ORIGINAL image (the grid the mask is drawn on), so a gap narrower than
     that joins two blobs into one box (DGL). 0: the paper's rule."""
     scales: tuple[float, ...] = (1.0,)
-    """Multi-scale inputs: the backbone runs on the image warped to round(S * s) px for each scale s (S the
-    file's input size), each scale's map is resized to the scale-1 grid and the maps are averaged. Anything
+    """Multi-scale inputs: the backbone runs on the image at round(S * s) px for each scale s (S the file's
+    input size; in the file's own geometry, so short-side keeps each image's aspect ratio), each scale's map is resized to the scale-1 grid and the maps are averaged. Anything
     but (1.0,) recomputes from the images (stored maps exist at scale 1 only)."""
     enhance: float = 0.0
     """dgl only: step size of DGL's class-aware enhancement (0: none), relative to the activations' norm;

@@ -25,6 +25,18 @@ def trim_padding(cams: np.ndarray) -> np.ndarray:
     return cams[..., : rows[-1] + 1, : cols[-1] + 1]
 
 
+def pad_to_canvas(maps: list[np.ndarray]) -> np.ndarray:
+    """Maps (..., h_i, w_i) of several images stacked (n, ..., h, w), each top-left in a NaN-padded canvas of the
+    largest extent (:func:`trim_padding` undoes it); maps of one shape are simply stacked."""
+    if len({m.shape for m in maps}) <= 1:
+        return np.stack(maps) if maps else np.zeros((0, 0, 0, 0), np.float32)
+    height, width = max(m.shape[-2] for m in maps), max(m.shape[-1] for m in maps)
+    canvas = np.full((len(maps), *maps[0].shape[:-2], height, width), np.nan, dtype=np.float32)
+    for i, m in enumerate(maps):
+        canvas[i, ..., : m.shape[-2], : m.shape[-1]] = m
+    return canvas
+
+
 def covers_image(frame: tuple[float, float, float, float] | np.ndarray | None, size: tuple[int, int]) -> bool:
     """Whether ``frame`` is None or the whole ``size = (width, height)`` image."""
     if frame is None:

@@ -654,9 +654,9 @@ def _add_cam_option_args(p: argparse.ArgumentParser) -> None:
                         "the largest component is boxed, joining blobs split by gaps under K px (default 0: "
                         "the paper's rule)")
     p.add_argument("--scales", type=_scales, default=(1.0,), metavar="S1,S2,...",
-                   help="multi-scale inputs, e.g. 1,1.5,2: the backbone runs on the image warped to each "
+                   help="multi-scale inputs, e.g. 1,1.5,2: the backbone runs on the image resized to each "
                         "scale x the file's input size, maps averaged on the scale-1 grid (default 1: the "
-                        "file's own maps; other scales recompute from the images, warp files only)")
+                        "file's own maps; other scales recompute from the images in the file's geometry)")
     p.add_argument("--enhance", type=float, default=0.0, metavar="ETA",
                    help="dgl only: class-aware enhancement, one step of size ETA (relative to the activations' "
                         "norm) down the gradient of the target's cross-entropy, fused with the plain map "

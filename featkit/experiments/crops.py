@@ -24,10 +24,11 @@ from featkit.cam.foreground import ForegroundModel
 from featkit.cam.maps import CamOptions
 from featkit.data.base import ImageRecord
 from featkit.errors import FeatkitError
-from featkit.features.extractor import ExtractJob, ExtractOptions, Progress, weights_argument
+from featkit.features.extractor import ExtractJob, ExtractOptions, Progress
 from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.pipeline import run_job
+from featkit.features.replay import weights_argument
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier

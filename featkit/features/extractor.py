@@ -20,7 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -588,85 +587,3 @@ def forward_batch(
             out[pos, :, :h, :w] = maps
     assert gap is not None  # a batch has at least one image
     return gap, out
-
-
-def weights_argument(attrs: dict[str, Any]) -> str | None:
-    """The ``weights`` value that loads the weights a features file records."""
-    identifier = str(attrs.get("weights", ""))
-    # packaged and torchvision weights are the default source; 'random' and file paths are given as such
-    return None if identifier.startswith(("efficientnet-lite", "torchvision:")) else identifier
-
-
-def backbone_from_provenance(attrs: dict[str, Any], device: str = "auto") -> tuple[BackboneSpec, Backbone, torch.device]:
-    """The backbone that wrote a features file, with the same weights (checked by sha256)."""
-    name = str(attrs["backbone"])
-    spec, model, info = load_backbone(name, weights_argument(attrs))
-    if info.sha256 != str(attrs.get("weights_sha256", "")):
-        raise FeatkitError(
-            f"the weights of {name} available now ({info.identifier}) differ from those that wrote the "
-            "features (sha256 mismatch); re-extract with maps=True or restore the original weight file"
-        )
-    dev = resolve_device(device)
-    return spec, model.to(dev), dev
-
-
-FIXED_SHAPE_POLICIES: tuple[str, ...] = ("warp", "crop")
-"""Resize policies whose network inputs are all S x S (batches without buckets)."""
-
-
-def preprocessed_batches(
-    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int, dev: torch.device,
-    size: int | None = None,
-) -> Iterator[torch.Tensor]:
-    """Normalised input batches (n, 3, S, S) of ``paths`` under ``root``, preprocessed as the file records.
-
-    ``size`` overrides the file's input size S (multi-scale maps). Used by the
-    computations that run the backbone again on the images (dgl, multi-scale),
-    which need one input shape per batch: ``warp`` and ``crop`` files
-    (:meth:`featkit.cam.boxer.CamBoxer.row_cams` refuses ``short-side`` and flip TTA).
-    """
-    size = int(attrs["input_size"]) if size is None else int(size)
-    resize = str(attrs.get("resize", "warp"))
-    if resize not in FIXED_SHAPE_POLICIES:
-        raise FeatkitError(f"inputs of resize={resize!r} vary in shape; rerunning the backbone supports "
-                           f"{' and '.join(FIXED_SHAPE_POLICIES)} files")
-    view = ImageFolderView(Path(root), list(paths), size, resize=resize, exif=attrs.get("orientation") == "exif")
-    for lo in range(0, len(paths), batch_size):
-        items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
-        bad = [it.error for it in items if it.error]
-        if bad:
-            raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
-        batch = collate(items)
-        x = normalize_batch(batch.pixels.to(dev), tuple(attrs["mean"]), tuple(attrs["std"]))
-        yield x.contiguous(memory_format=torch.channels_last)
-
-
-def recompute_maps(
-    attrs: dict[str, Any], root: str | Path, paths: Sequence[str], batch_size: int = 16, device: str = "auto"
-) -> np.ndarray:
-    """Last conv maps (N, K, h, w) float32 of ``paths`` under ``root``, preprocessed as the file records.
-
-    For features files written without maps: the network runs again on the images.
-    """
-    spec, model, dev = backbone_from_provenance(attrs, device)
-    size = int(attrs["input_size"])
-    precision = str(attrs.get("precision", "float32"))
-    dtype = PRECISIONS.get(precision)
-    resize, tta = str(attrs.get("resize", "warp")), str(attrs.get("tta", "none"))
-    canvas = (int(attrs["map_size"][0]), int(attrs["map_size"][1]))
-    view = ImageFolderView(Path(root), list(paths), size, resize=resize, stride=spec.stride,
-                           exif=attrs.get("orientation") == "exif")
-    model = model.to(memory_format=torch.channels_last)  # as extraction runs it
-    chunk = cpu_forward_batch(model, size, precision if dtype else "float32") if dev.type == "cpu" else batch_size
-    out = []
-    with torch.inference_mode():
-        for lo in range(0, len(paths), batch_size):
-            items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
-            bad = [it.error for it in items if it.error]
-            if bad:
-                raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
-            _, maps = forward_batch(model, collate(items), tuple(attrs["mean"]), tuple(attrs["std"]), dev, dtype,
-                                    chunk, size, tta, canvas)
-            assert maps is not None  # a canvas was given
-            out.append(maps.cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, spec.channels, 1, 1), np.float32)

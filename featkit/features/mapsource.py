@@ -15,7 +15,7 @@ import numpy as np
 
 from featkit.data.geometry import frame
 from featkit.errors import FeatkitError
-from featkit.features.extractor import recompute_maps
+from featkit.features.replay import recompute_maps
 from featkit.features.store import FeatureFile
 
 RECOMPUTE_CHUNK = 256
@@ -96,7 +96,7 @@ def map_frames(features: FeatureFile, rows: Sequence[int] | np.ndarray) -> np.nd
     Only ``crop`` files have a smaller frame (the centre square); ``warp`` and
     ``short-side`` maps cover the whole image, padding aside.
     """
-    resize = str(features.attrs.get("resize", "warp"))
+    resize = features.geometry[0]
     if resize != "crop":
         return None
     if features.attrs.get("crop"):

@@ -523,6 +523,22 @@ class FeatureWriter:
         self.close()
 
 
+def padding_of(maps: np.ndarray) -> np.ndarray:
+    """(n, h, w) int8 of NaN-padded maps (n, K, h, w): 1 on the padding, 0 on each row's valid extent.
+
+    Variable-shape maps (``short-side``) sit top-left in the canvas, so the padding is the rows below and the
+    columns right of the last cell that holds a number; a NaN inside that extent, or a row without any
+    number, is damage, not padding.
+    """
+    valid = ~np.isnan(maps).all(axis=1)  # (n, h, w): cells with a number in some channel
+    height = np.where(valid.any(axis=2).any(axis=1), valid.shape[1] - np.argmax(valid.any(axis=2)[:, ::-1], axis=1), 0)
+    width = np.where(valid.any(axis=1).any(axis=1), valid.shape[2] - np.argmax(valid.any(axis=1)[:, ::-1], axis=1), 0)
+    inside = ((np.arange(valid.shape[1])[None, :, None] < height[:, None, None])
+              & (np.arange(valid.shape[2])[None, None, :] < width[:, None, None]))
+    inside[height == 0] = True  # no number at all: the whole row is damage
+    return (~inside).astype(np.int8)
+
+
 class FeatureFile:
     """Read side of features.h5: small arrays eagerly, maps streamed by index."""
 
@@ -569,6 +585,11 @@ class FeatureFile:
     @property
     def complete(self) -> bool:
         return bool(self.attrs["complete"])
+
+    @property
+    def geometry(self) -> tuple[str, str]:
+        """(resize, tta) the images were fed with; files from before the geometry was recorded were warped."""
+        return str(self.attrs.get("resize", "warp")), str(self.attrs.get("tta", "none"))
 
     def __len__(self) -> int:
         return int(self.attrs["n_images"])
@@ -696,10 +717,8 @@ class FeatureFile:
         # float16 -> float32 through torch: vectorised, several times faster than numpy's astype
         maps = torch.from_numpy(raw).float().numpy()
         bad = ~np.isfinite(maps)
-        if bad.any() and self.attrs.get("resize") == "short-side":
-            # Variable-shape maps (resize='short-side') are NaN-padded: a cell that is NaN in every channel
-            # is padding. Anything else non-finite is damage: refuse rather than draw or score garbage.
-            bad &= ~np.isnan(maps).all(axis=1, keepdims=True)
+        if bad.any() and self.geometry[0] == "short-side":
+            bad &= padding_of(maps)[:, None] == 0
         if bad.any():
             read_rows = idx if inverse is None else np.unique(idx)
             rows = read_rows[bad.reshape(len(maps), -1).any(axis=1)]
