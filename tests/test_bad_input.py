@@ -275,7 +275,7 @@ def test_training_on_test_is_recorded_and_said_by_every_report(env: Env, tmp_pat
 
 
 @pytest.mark.parametrize("key,value", [("input_size", 128), ("mean", [0.1, 0.2, 0.3]), ("std", [1.0, 1.0, 1.0]),
-                                       ("precision", "bfloat16"), ("resize", "short-side"), ("weights_sha256", "f" * 64),
+                                       ("precision", "bfloat16"), ("resize", "crop"), ("weights_sha256", "f" * 64),
                                        ("crop", "gt")])
 def test_an_svm_of_other_features_is_refused_naming_the_field(env: Env, tmp_path: Path, key: str, value: object,
                                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from featkit.data.images import MAX_PIXELS, exif_orientation, open_image, upright_size
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
-from featkit.features.store import FeatureFile, check_images, layout_problems
+from featkit.features.store import FeatureFile, check_images, layout_problems, padding_of
 
 GARBAGE_LIMIT = 1e6
 """Largest plausible |value| of a pooled feature or a conv map, fixed a priori: pooled activations
@@ -128,6 +128,8 @@ def value_problems(features: FeatureFile, name: str, batch: int) -> list[str]:
         if isinstance(block, Exception):
             unreadable.append(f"rows {lo}..{lo + batch - 1} ({block})")
             continue
+        if name == "features/maps" and features.geometry[0] == "short-side":  # NaN padding is not damage
+            block = np.where(padding_of(np.asarray(block, dtype=np.float32))[:, None] == 1, 0.0, block)
         mask = bad_value_rows(block) & (status[lo: lo + len(block)] == STATUS_OK)
         bad += (lo + np.flatnonzero(mask)).tolist()
     problems = [f"{name} cannot be read in {'; '.join(unreadable[:3])}"] if unreadable else []
