@@ -185,14 +185,14 @@ def h5_image(build: Callable[[h5py.File], None]) -> bytes:
 
 
 @contextmanager
-def removed_on_failure(folder: str | Path) -> Iterator[Path]:
-    """``folder`` as given; when it did not exist before and the block fails, whatever the block put there
-    is removed, so a refused or failed run leaves no empty or half-filled output folder behind."""
-    folder = Path(folder)
-    existed = folder.exists()
+def removed_on_failure(folder: str | Path | None) -> Iterator[None]:
+    """When ``folder`` (None: no folder) did not exist before and the block fails, whatever the block put
+    there is removed, so a refused or failed run leaves no empty or half-filled output folder behind."""
+    path = None if folder is None else Path(folder)
+    existed = path is None or path.exists()
     try:
-        yield folder
+        yield
     except BaseException:
-        if not existed and folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
+        if not existed and path is not None and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
         raise

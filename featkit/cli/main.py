@@ -187,7 +187,7 @@ def _cmd_units(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import classifier_for
 
-    with removed_on_failure(args.output or ""):
+    with removed_on_failure(args.output):
         if args.output:
             check_output_folder(args.output)
         with FeatureFile(args.features) as features:
