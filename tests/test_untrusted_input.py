@@ -274,6 +274,7 @@ def test_bombs_stay_under_2_gib(env: Env) -> None:
     report = _child([_argv(env, table[name][1]) for name in BOMBS])
     for name, (code, err) in zip(BOMBS, report["results"]):
         assert code == 2 and table[name][2] in err and "Traceback" not in err, (name, err)
+    print(f"bombs: peak RSS {report['maxrss_kib'] / 2**20:.2f} GiB")
     assert report["maxrss_kib"] < 2 * 2**20, report["maxrss_kib"]
 
 
