@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,29 @@ def make_fake_cub(root: Path, n_classes: int = 2, per_class: int = 4) -> Path:
     for key, name in files.items():
         (root / name).write_text("\n".join(lines[key]) + "\n")
     return root
+
+
+@dataclass(frozen=True)
+class Env:
+    """The shared inputs of a bad-input table: its folder, the dataset root, features and SVM."""
+
+    dir: Path
+    root: Path
+    feat: Path
+    svm: Path
+
+
+def tiny_cub_features(folder: Path) -> tuple[Path, Path, Path]:
+    """A 2-class x 4-image CUB tree under ``folder``, its features with maps (seeded ``tiny_test``) and an
+    SVM trained on them (C=1): the shared inputs of the bad-input tables."""
+    from featkit.cli import main
+
+    root = make_fake_cub(folder / "CUB", n_classes=2, per_class=4)
+    feat, svm = folder / "feat.h5", folder / "svm.h5"
+    tiny = ["--model", "tiny_test", "--workers", "0"]
+    assert main(["extract", str(root), "--dataset", "cub200", "-o", str(feat), *tiny, "--maps"]) == 0
+    assert main(["svm-train", str(feat), "-o", str(svm), "--C", "1", "--jobs", "1"]) == 0
+    return root, feat, svm
 
 
 @pytest.fixture

@@ -12,26 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import make_fake_cub, write_image
+from conftest import Env, make_fake_cub, tiny_cub_features, write_image
 from PIL import Image
 
 from featkit.cli import main
 
 TINY = ["--model", "tiny_test"]
-
-
-@dataclass(frozen=True)
-class Env:
-    dir: Path
-    root: Path
-    feat: Path
-    svm: Path
 
 
 def _extract(root: Path | str, out: Path, *extra: str, dataset: str = "cub200") -> None:
@@ -52,12 +43,8 @@ def _damaged_copy(src: Path, dst: Path, edit: dict[str, tuple[object, object]], 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     d = tmp_path_factory.mktemp("bad_input")
-    root = make_fake_cub(d / "CUB", n_classes=2, per_class=4)
-    feat = d / "feat.h5"
-    _extract(root, feat, "--maps")
+    root, feat, svm = tiny_cub_features(d)
     _extract(root, d / "feat32.h5", "--image-size", "32", "--maps")
-    svm = d / "svm.h5"
-    assert main(["svm-train", str(feat), "-o", str(svm), "--C", "1", "--jobs", "1"]) == 0
     _damaged_copy(feat, d / "nan.h5", {"features/gap": (1, np.full(32, np.nan, np.float32))}, {})
     _damaged_copy(feat, d / "huge.h5", {"features/gap": (2, np.full(32, 3e30, np.float32))}, {})
     with h5py.File(feat, "r") as h5:
@@ -108,7 +95,7 @@ CASES: list[tuple[str, str, str]] = [
     ("extract-parent-is-file", "extract {root} --dataset cub200 -o {feat}/f.h5", "is a file"),
     ("extract-proc", "extract {root} --dataset cub200 -o /proc/f.h5", "not writable"),
     ("extract-bad-batch", "extract {root} --dataset cub200 -o {dir}/f.h5 --batch-size 0",
-     "--batch-size must be at least 1"),
+     "--batch-size must lie in 1..4096"),
     ("extract-bad-image-size", "extract {root} --dataset cub200 -o {dir}/f.h5 --image-size 7", "--image-size"),
     ("extract-bad-workers", "extract {root} --dataset cub200 -o {dir}/f.h5 --workers -2", "workers must be 0 or more"),
     ("extract-bad-device", "extract {root} --dataset cub200 -o {dir}/f.h5 --device tpu", "device must be auto, cpu or cuda"),

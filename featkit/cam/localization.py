@@ -72,7 +72,7 @@ from featkit.features.mapsource import MapSource
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier, top_classes
 from featkit.linear.protocol import refuse_training_rows
-from featkit.outputs import jsonable
+from featkit.outputs import atomic_output, jsonable, write_text
 from featkit.progress import progress_callback
 
 SWEEP_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
@@ -183,7 +183,7 @@ class LocalizationReport:
         if not target.parent.exists():
             raise FeatkitError(f"cannot write {target}: folder {target.parent} does not exist; create it first")
         columns = _csv_columns(self.per_image)
-        with target.open("w", newline="", encoding="utf-8") as handle:
+        with atomic_output(target) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for record in self.per_image:
@@ -198,8 +198,7 @@ class LocalizationReport:
         document: dict[str, Any] = {"summary": self.summary, "per_class": self.per_class, "curves": self.curves_dict()}
         if per_image:
             document["per_image"] = self.per_image
-        target.write_text(json.dumps(jsonable(document), indent=2) + "\n", encoding="utf-8")
-        return target
+        return write_text(target, json.dumps(jsonable(document), indent=2) + "\n")
 
 
 _BOX_FIELDS = ("gt_box", "box", "top1_box", "multi_box1", "multi_box2")

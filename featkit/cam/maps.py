@@ -37,6 +37,11 @@ MAP_METHODS: tuple[str, ...] = (
 """Names of the maps a box can be drawn on; featkit.cam.methods implements each (it checks it covers them all)."""
 
 UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "nearest")
+MAX_CLOSE = 1024
+"""Largest closing square (pixels of the original image): a bounded kernel and time per mask."""
+MAX_SCALE = 4.0
+MAX_SCALES = 8
+"""Multi-scale inputs: at most 8 scales of at most 4x the file's input size (16x its pixels)."""
 """'bilinear' (align_corners=False) is the default; 'nearest' keeps cell edges
 exact, which the tests use to check the box geometry."""
 
@@ -91,9 +96,15 @@ class CamOptions:
             raise FeatkitError(f"scales must be numbers such as (1.0, 1.5, 2.0), got {self.scales!r}") from None
         if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
             raise FeatkitError(f"scales must be positive numbers such as (1.0, 1.5, 2.0), got {self.scales!r}")
+        if len(scales) > MAX_SCALES or max(scales) > MAX_SCALE:
+            raise FeatkitError(f"scales must be at most {MAX_SCALES} numbers of at most {MAX_SCALE:g} (the input "
+                               f"grows with the square of a scale), got {self.scales!r}")
         object.__setattr__(self, "scales", scales)  # a list or ints given: one canonical tuple of floats
         if isinstance(self.close, bool) or not isinstance(self.close, (int, np.integer)) or self.close < 0:
             raise FeatkitError(f"close={self.close!r} is not a size in pixels; give a whole number >= 0 (0: no closing)")
+        if self.close > MAX_CLOSE:
+            raise FeatkitError(f"close={self.close} is over {MAX_CLOSE} pixels (a gap that wide is no gap inside one "
+                               "object); give a smaller closing square")
         if not np.isfinite(self.enhance) or self.enhance < 0:
             raise FeatkitError(f"enhance={self.enhance!r} is not a step size; give a number >= 0 (0: no enhancement)")
         if self.enhance > 0 and self.method != "dgl":

@@ -59,11 +59,16 @@ PROTOCOLS: tuple[str, ...] = ("featkit", "wsol")
 """Sweep protocols of :func:`featkit.cam.localization.localize`."""
 
 
+MIN_CURVE_INTERVAL = 0.001
+"""Finest threshold step (wsolevaluation's own finest; an 8-bit map has only 256 levels anyway)."""
+
+
 def wsol_thresholds(cam_curve_interval: float = 0.01) -> np.ndarray:
     """The sweep's CAM thresholds ``0, i, 2i, ... < 1`` (numpy ``arange``, as the evaluator builds them)."""
-    if not 0.0 < cam_curve_interval < 1.0:
+    if not MIN_CURVE_INTERVAL <= cam_curve_interval < 1.0:
         raise FeatkitError(
-            f"cam_curve_interval must be in (0, 1), got {cam_curve_interval}; wsolevaluation uses 0.01 or 0.001"
+            f"cam_curve_interval must be in [{MIN_CURVE_INTERVAL:g}, 1), got {cam_curve_interval}; wsolevaluation "
+            "uses 0.01 or 0.001"
         )
     return np.arange(0, 1, cam_curve_interval)
 

@@ -58,6 +58,7 @@ KEYWORD_FLAGS: dict[str, str] = {
     "holdout": "--holdout",
     "folds": "--folds",
     "dataset": "--dataset",
+    "exif_transpose": "--exif-transpose",
 }
 
 _ASSIGNED = re.compile(r"\b(" + "|".join(map(re.escape, KEYWORD_FLAGS)) + r")=(True\b|'([^']*)'|\"([^\"]*)\"|)")

@@ -20,7 +20,7 @@ import numpy as np
 from featkit import __version__
 from featkit.cli.flags import to_flags
 from featkit.errors import FeatkitError
-from featkit.outputs import check_output_file, check_output_folder, jsonable
+from featkit.outputs import check_output_file, check_output_folder, jsonable, removed_on_failure, write_text
 
 if TYPE_CHECKING:
     from featkit.cam import CamOptions
@@ -231,7 +231,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, image_size=args.image_size, batch_size=args.batch_size,
         workers=args.workers, device=args.device, maps=args.maps, on_error=args.on_error,
         overwrite=args.overwrite, precision=args.precision, moved_root=args.moved_root, resize=args.resize,
-        tta=args.tta, layer=args.layer, **sharding,
+        tta=args.tta, layer=args.layer, exif_transpose=args.exif_transpose, **sharding,
     )
     options.validate()
     dataset = _extract_dataset(args)
@@ -276,7 +276,7 @@ def _extract_dataset(args: argparse.Namespace) -> Dataset:
 def _cmd_merge(args: argparse.Namespace) -> int:
     from featkit.features.distributed import merge_shards
 
-    path = merge_shards([Path(s) for s in args.shards], Path(args.output))
+    path = merge_shards([Path(s) for s in args.shards], Path(args.output), overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -286,21 +286,22 @@ def _cmd_units(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import classifier_for
 
-    if args.output:
-        check_output_folder(args.output)
-    with FeatureFile(args.features) as features:
-        classifier = classifier_for(features, args.svm)
-        reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
-        rows = [("unit", "w_k^c", "top images (GAP activation)")]
-        paths = features.paths
-        for r in reports:
-            tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
-            rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
-        _print_table(rows)
+    with removed_on_failure(args.output):
         if args.output:
-            index = render_units(features, reports, args.class_name, Path(args.output), args.root)
-            print(f"wrote {index}")
-    return 0
+            check_output_folder(args.output)
+        with FeatureFile(args.features) as features:
+            classifier = classifier_for(features, args.svm)
+            reports = rank_units(classifier, args.class_name, features, args.top_units, args.images)
+            rows = [("unit", "w_k^c", "top images (GAP activation)")]
+            paths = features.paths
+            for r in reports:
+                tops = ", ".join(f"{Path(paths[i]).name} ({a:.2f})" for i, a in zip(r.rows[:3], r.activations))
+                rows.append((str(r.unit), f"{r.weight:+.4f}", tops))
+            _print_table(rows)
+            if args.output:
+                index = render_units(features, reports, args.class_name, Path(args.output), args.root)
+                print(f"wrote {index}")
+        return 0
 
 
 def _cmd_crops(args: argparse.Namespace) -> int:
@@ -435,32 +436,33 @@ def _cmd_cam(args: argparse.Namespace) -> int:
     from featkit.linear import classifier_fold, classifier_for
     from featkit.viz import render_cams
 
-    check_output_folder(args.output)
-    if args.limit < 0:
-        raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
-    with FeatureFile(args.features) as features:
-        classifier = classifier_for(features, args.svm)
-        args.fold = classifier_fold(classifier, args.fold)
-        limit, args.limit = args.limit, 0
-        every = _select_rows(features, args)
-        args.limit = limit
-        rows = every[:limit] if limit else every
-        methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
-        args.method = methods[0]
-        calibrations = _calibrations(features, classifier, args, methods)
-        _note_fitted_images(features, classifier, rows, calibrations)
-        update, close = _progress_bar("cam")
-        try:
-            index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
-                                cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
-                                device=args.device, progress=update, methods=methods, calibrations=calibrations)
-        finally:
-            close()
-    print(f"wrote {len(rows)} CAM pictures and {index}")
-    if len(rows) < len(every):
-        print(f"  the first {len(rows)} of the {len(every)} selected images (--limit {args.limit}); --limit 0 draws "
-              "them all")
-    return 0
+    with removed_on_failure(args.output):
+        check_output_folder(args.output)
+        if args.limit < 0:
+            raise FeatkitError(f"limit must be 0 (all images) or a positive count, got {args.limit}")
+        with FeatureFile(args.features) as features:
+            classifier = classifier_for(features, args.svm)
+            args.fold = classifier_fold(classifier, args.fold)
+            limit, args.limit = args.limit, 0
+            every = _select_rows(features, args)
+            args.limit = limit
+            rows = every[:limit] if limit else every
+            methods = [name.strip() for name in args.method.split(",") if name.strip()] or ["cam"]
+            args.method = methods[0]
+            calibrations = _calibrations(features, classifier, args, methods)
+            _note_fitted_images(features, classifier, rows, calibrations)
+            update, close = _progress_bar("cam")
+            try:
+                index = render_cams(features, classifier, rows, Path(args.output), which=args.class_name,
+                                    cam_options=_cam_options(args), root=args.root, save_raw=args.raw,
+                                    device=args.device, progress=update, methods=methods, calibrations=calibrations)
+            finally:
+                close()
+        print(f"wrote {len(rows)} CAM pictures and {index}")
+        if len(rows) < len(every):
+            print(f"  the first {len(rows)} of the {len(every)} selected images (--limit {args.limit}); --limit 0 draws "
+                  "them all")
+        return 0
 
 
 def _note_fitted_images(features: FeatureFile, classifier: LinearClassifier, rows: np.ndarray,
@@ -511,11 +513,21 @@ def _cmd_localize(args: argparse.Namespace) -> int:
         print(report.to_markdown())
     if args.output:
         out = Path(args.output)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        written = [report.write_csv(out / "localization.csv"), report.write_json(out / "localization.json")]
-        (out / "localization.md").write_text(report.to_markdown(), encoding="utf-8")
-        if report.curves is not None:
-            written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
+        written: list[Path] = []
+        try:  # the reports are one set: a failed write removes the ones this run wrote
+            written.append(report.write_csv(out / "localization.csv"))
+            written.append(report.write_json(out / "localization.json"))
+            written.append(write_text(out / "localization.md", report.to_markdown()))
+            if report.curves is not None:
+                written.append(threshold_curve_plot(report.curves, out / "threshold_curve.png"))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
         print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -525,6 +537,7 @@ def _localize_unscored(features: FeatureFile, classifier: LinearClassifier, rows
     """``localize`` on images without ground-truth boxes (your own photos): the predicted class's CAM box of
     each image, printed (and written to boxes.csv with -o); there is nothing to score them against."""
     import csv
+    import io
 
     from featkit.experiments.crops import predicted_class_boxes
 
@@ -545,8 +558,9 @@ def _localize_unscored(features: FeatureFile, classifier: LinearClassifier, rows
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "boxes.csv", "w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerows([("path", "predicted_class", "x0", "y0", "x1", "y1"), *table])
+        text = io.StringIO()
+        csv.writer(text).writerows([("path", "predicted_class", "x0", "y0", "x1", "y1"), *table])
+        write_text(out / "boxes.csv", text.getvalue())  # atomic, after a room check
         print(f"wrote {out / 'boxes.csv'}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -565,15 +579,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_discover(args: argparse.Namespace) -> int:
     from featkit.experiments.discover import discover
 
-    update, close = _progress_bar("discover")
-    try:
-        result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
-                          weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
-    finally:
-        close()
-    print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
-          f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
-    return 0
+    with removed_on_failure(args.output):
+        update, close = _progress_bar("discover")
+        try:
+            result = discover(Path(args.positive), Path(args.negative), Path(args.output), model=args.model,
+                              weights=args.weights, image_size=args.image_size, top=args.top, progress=update)
+        finally:
+            close()
+        print(f"trained on {result.n_positive} positive and {result.n_negative} negative images "
+              f"(training accuracy {100 * result.train_accuracy:.1f} %); wrote {result.index}")
+        return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -597,14 +612,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from featkit.experiments.demo import run_demo
 
-    update, close = _progress_bar("demo")
-    try:
-        index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
-                         top=args.top, progress=update)
-    finally:
-        close()
-    print(f"wrote {index} (open it in a browser)")
-    return 0
+    with removed_on_failure(args.output):
+        update, close = _progress_bar("demo")
+        try:
+            index = run_demo(Path(args.output), model=args.model, weights=args.weights, image_size=args.image_size,
+                             top=args.top, progress=update)
+        finally:
+            close()
+        print(f"wrote {index} (open it in a browser)")
+        return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -729,18 +745,24 @@ def _eval_document(features: FeatureFile, classifier: LinearClassifier, split: s
 def _cmd_protocol(args: argparse.Namespace) -> int:
     from featkit.features import FeatureFile
     from featkit.linear import eval_split, run_protocol, save_svm
-    from featkit.linear.protocol import dataset_metric
+    from featkit.linear.protocol import dataset_metric, kept_fold
+    from featkit.linear.svmfile import load_svm
 
     C = _parse_C(args.C)
+    if args.folds is not None and args.folds < 1:
+        raise FeatkitError(f"--folds must be at least 1 (or left out for every fold), got {args.folds}")
     out = Path(args.output) if args.output else None
+    kept: dict[int, LinearClassifier] = {}
     with FeatureFile(args.features) as features:
         n_folds = features.splits.shape[1] if args.folds is None else min(args.folds, features.splits.shape[1])
         if out is not None:
             if out.exists() and not out.is_dir():
                 raise FeatkitError(f"-o {out} is a file; give a folder for the per-fold svm_fold<k>.h5 files")
-            taken = [out / f"svm_fold{k}.h5" for k in range(n_folds) if (out / f"svm_fold{k}.h5").exists()]
-            if taken and not args.overwrite:  # fail before minutes of training
-                raise FeatkitError(f"{taken[0]} already exists; choose another -o or pass --overwrite to replace it")
+            if not args.overwrite:  # whole folds of an earlier (killed) run are kept; anything else fails now
+                for k in range(n_folds):
+                    if (out / f"svm_fold{k}.h5").exists():
+                        kept[k] = kept_fold(load_svm(out / f"svm_fold{k}.h5"), features, k, C, args.normalize,
+                                            args.per_class_C)
             out.mkdir(parents=True, exist_ok=True)
         metric = dataset_metric(features)
         say = (lambda *a, **k: None) if args.json else print  # --json: one document at the end instead
@@ -750,8 +772,7 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
         def fold_done(fold: int, svm: OneVsAllLinearSVM, trained_on: dict[str, object], m: Metrics) -> None:
             chosen = np.unique(svm.C_)
             c_text = f"C={chosen[0]:g}" if chosen.size == 1 else f"C in [{chosen.min():g}, {chosen.max():g}]"
-            scores = (f"mAP {100 * m.map:6.2f} %" if not np.isnan(m.map) else
-                      f"accuracy {100 * m.accuracy:6.2f} %, mean per-class {100 * m.mean_per_class_accuracy:6.2f} %")
+            scores = _scores_text(m)
             saved = ""
             if out is not None:
                 path = save_svm(out / f"svm_fold{fold}.h5", svm, features.classes, features, trained_on,
@@ -763,14 +784,26 @@ def _cmd_protocol(args: argparse.Namespace) -> int:
                           "C": chosen, "accuracy": m.accuracy, "mean_per_class_accuracy": m.mean_per_class_accuracy,
                           "map": m.map, "svm": saved.removeprefix(" -> ") or None})
 
+        def fold_kept(fold: int, classifier: LinearClassifier, m: Metrics) -> None:
+            scores = _scores_text(m)
+            print(f"  fold {fold}: kept {classifier.source} (trained by an earlier run), {m.n_images} test images, "
+                  f"{scores}", flush=True)
+
         result = run_protocol(features, metric, n_folds, on_fold=fold_done, C=C, normalize=args.normalize,
-                              per_class_C=args.per_class_C, n_jobs=args.jobs)
+                              per_class_C=args.per_class_C, n_jobs=args.jobs, kept=kept, on_kept=fold_kept)
     if args.json:
         return _emit(args, {"features": str(args.features), "metric": metric, "mean": result.mean, "std": result.std,
                             "per_fold": result.per_fold, "folds": folds}, [])
     spread = "mean +- std" if len(result.per_fold) > 1 else "one fold"
     print(f"{metric} over {len(result.per_fold)} folds: {result} % ({spread})")
     return 0
+
+
+def _scores_text(m: Metrics) -> str:
+    """One fold's scores for the protocol lines: mAP, or accuracy and mean per-class accuracy."""
+    if not np.isnan(m.map):
+        return f"mAP {100 * m.map:6.2f} %"
+    return f"accuracy {100 * m.accuracy:6.2f} %, mean per-class {100 * m.mean_per_class_accuracy:6.2f} %"
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
@@ -906,6 +939,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeping the aspect ratio (long side <= 2x), or short side + centre crop")
     p.add_argument("--tta", default="none", choices=list(TTA_MODES),
                    help="flip: average the features and maps of each image and its mirror (2x the compute)")
+    p.add_argument("--exif-transpose", action="store_true",
+                   help="turn each photo upright by its EXIF orientation tag (as viewers show it) and map the "
+                        "dataset's boxes with it; default: pixels as stored, the grid dataset annotations use")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output from another run")
     p.add_argument("--moved-root", action="store_true",
                    help="resume an output extracted from another root (the dataset moved): the images already "
@@ -919,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="join the per-rank shards of a multi-process extraction into one file")
     p.add_argument("shards", nargs="+", help="shard files (out.rank0-of-N.h5 ...)")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("info", help="what a features.h5 holds (and whether it is damaged)")

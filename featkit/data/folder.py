@@ -253,7 +253,8 @@ class CsvList(DatasetReader):
         given = Path(row["path"].replace("\\", "/"))
         image = given if given.is_absolute() else self.root / given
         if not image.is_file():
-            raise FeatkitError(f"{self.csv_path}:{line_no}: image {image} does not exist")
+            what = "is not a regular file (a folder, FIFO or device)" if image.exists() else "does not exist"
+            raise FeatkitError(f"{self.csv_path}:{line_no}: image {image} {what}; list image files only")
         path = Path(os.path.relpath(image, self.root)).as_posix()
         label = -1
         if row["label"]:

@@ -7,15 +7,22 @@ known rectangle of the original, so CAM boxes land in original-image
 coordinates. Large JPEGs are decoded at a reduced scale first (Pillow draft
 mode), which cuts decode time several-fold and changes nothing the bilinear
 resize to 224 px would keep. EXIF orientation is not applied: dataset
-annotations refer to the stored pixel grid.
+annotations refer to the stored pixel grid, and the paper's datasets are read
+as stored. ``exif=True`` (``extract --exif-transpose``) turns each image upright
+by its EXIF orientation tag first, as a photo viewer shows it: the recorded
+size is then the upright one, and :func:`orient_box` maps annotated boxes the
+same way.
 
 High-bit-depth images are brought to 8 bits by their type's range, not
 clipped: 16-bit integers divided by 257 (65535 -> 255), 32-bit integers the
 same when they hold 16-bit values (else by their maximum), floats by their
 range ([0, 1] -> x 255, [0, 255] as is, anything else min-max). Images whose
-header claims more pixels than Pillow's decompression-bomb limit are refused
-before any pixel is decoded (an unreadable image: status 2 under
-``on_error='skip'``).
+header claims more than :data:`MAX_PIXELS` pixels are refused before any pixel
+is decoded, and so are paths that are not regular files (a FIFO would block the
+read forever, a device such as ``/dev/zero`` never ends): both are unreadable
+images (status 2 under ``on_error='skip'``). Every verb that reads pixels
+(extract, crops, cam, units, the image checks) opens them through
+:func:`open_image`.
 """
 
 from __future__ import annotations
@@ -23,14 +30,17 @@ from __future__ import annotations
 import errno
 import math
 import os
-from dataclasses import dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint  # noqa: F401  (their old home)
+from featkit.data.base import ImageRecord
+from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint, require_regular_file  # noqa: F401
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
 
 __all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
@@ -73,14 +83,93 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+"""Pixel budget of one image (width x height, 89.5 Mpx: Pillow's own decompression-bomb warning line,
+about 1/4 GiB of RGB): an upsampled CAM of a larger image alone would take gigabytes, and the
+datasets featkit reads have images far below it."""
+
+
 def open_image(path: Path) -> Image.Image:
-    """``Image.open`` that turns a decompression bomb into a ValueError naming the claimed size."""
+    """``Image.open`` of a regular file within the pixel budget (:data:`MAX_PIXELS`), else OSError or
+    ValueError naming the reason, before any pixel is decoded."""
+    require_regular_file(path)
     try:
-        return Image.open(path)
-    except Image.DecompressionBombError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"image too large to decode safely ({exc})") from None
     except RuntimeError as exc:  # Pillow < 11 resolves the path: pathlib says "Symlink loop" this way
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise ValueError(f"image of {width}x{height} pixels ({width * height / 1e6:.0f} Mpx) is over featkit's "
+                         f"budget of {MAX_PIXELS / 1e6:.0f} Mpx per image; downscale it")
+    return img
+
+
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+"""EXIF orientation -> the transposition that turns the stored pixels upright (as ImageOps.exif_transpose)."""
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation tag (1 = upright as stored; 1 when absent or invalid)."""
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except (TypeError, ValueError, OSError, SyntaxError):
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """(width, height) after turning an image of stored ``size`` upright (orientations 5-8 swap the sides)."""
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def orient_box(box: tuple[float, float, float, float], size: tuple[int, int],
+               orientation: int) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) on the stored pixel grid of an image of ``size`` (W, H), on the upright grid."""
+    w, h = float(size[0]), float(size[1])
+    moves = {
+        1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),
+        4: lambda x, y: (x, h - y), 5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x),
+        7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
+    }
+    move = moves.get(orientation, moves[1])
+    (ax, ay), (bx, by) = move(box[0], box[1]), move(box[2], box[3])
+    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
+
+
+def upright_records(root: Path, records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """``records`` with their boxes mapped from the stored grid to the upright one (:func:`orient_box`), each
+    image's EXIF tag read from its header (records without boxes, or unreadable images, stay as they are)."""
+    out = []
+    for record in records:
+        if record.boxes:
+            try:
+                with open_image(root / record.path) as img:
+                    orientation, size = exif_orientation(img), img.size
+            except (OSError, ValueError, SyntaxError):
+                orientation, size = 1, (0, 0)  # extraction reports the unreadable image itself
+            if orientation != 1:
+                record = replace(record, boxes=tuple(orient_box(b, size, orientation) for b in record.boxes))
+        out.append(record)
+    return out
+
+
+def read_picture(path: Path, exif: bool = False, size: tuple[int, int] | None = None) -> Image.Image:
+    """The image at ``path`` as RGB for drawing (upright by its EXIF tag when ``exif``), within the pixel budget;
+    ``size`` (upright width, height): drawn that large (a JPEG is decoded at a reduced scale when it can)."""
+    with open_image(path) as img:
+        orientation = exif_orientation(img) if exif else 1
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", upright_size(size, orientation))
+        rgb = _rgb(img)
+    rgb = rgb.transpose(_ORIENT[orientation]) if orientation != 1 else rgb
+    return rgb if size is None or rgb.size == tuple(size) else rgb.resize(size, Image.Resampling.BILINEAR)
 
 
 INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
@@ -90,7 +179,7 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 
 def load_rgb(
     path: Path, input_size: int, draft: bool = True, crop: tuple[float, float, float, float] | None = None,
-    resize: str = "warp", stride: int = 1, interpolation: str = "bilinear",
+    resize: str = "warp", stride: int = 1, interpolation: str = "bilinear", exif: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """(h, w, 3) uint8 pixels of ``path`` (or of its ``crop`` box) under the ``resize`` policy, and the original size.
 
@@ -99,7 +188,9 @@ def load_rgb(
     sees still has at least as many pixels per side as the input.
     """
     with open_image(path) as img:
-        size = img.size
+        orientation = exif_orientation(img) if exif else 1
+        size = upright_size(img.size, orientation)  # everything below is on the upright grid
+        framed = resize == "crop" and crop is None
         if resize != "warp":
             region = crop or (0.0, 0.0, float(size[0]), float(size[1]))
             fx0, fy0, fx1, fy1 = frame(region[2] - region[0], region[3] - region[1], resize)
@@ -110,16 +201,23 @@ def load_rgb(
             shape = (input_size, input_size)
         if draft and img.format == "JPEG":
             if crop is None:
-                img.draft("RGB", shape)
+                want = shape
             else:
                 bw, bh = max(crop[2] - crop[0], 1.0), max(crop[3] - crop[1], 1.0)
-                img.draft("RGB", (math.ceil(shape[0] * size[0] / bw), math.ceil(shape[1] * size[1] / bh)))
+                want = (math.ceil(shape[0] * size[0] / bw), math.ceil(shape[1] * size[1] / bh))
+            img.draft("RGB", upright_size(want, orientation))  # the stored grid's sides
         rgb = _rgb(img)
+        if orientation != 1:
+            rgb = rgb.transpose(_ORIENT[orientation])
         if crop is not None:
             sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
             x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)
             x1, y1 = min(rgb.size[0], crop[2] * sx), min(rgb.size[1], crop[3] * sy)
             if x1 - x0 < 1 or y1 - y0 < 1:
+                if framed:
+                    raise ValueError(f"the {size[0]}x{size[1]} image is too small or too thin for resize='crop' (its "
+                                     "centre part is under one pixel); extract with resize='warp' or "
+                                     "resize='short-side', or drop it")
                 raise ValueError(f"crop box {tuple(round(v, 1) for v in crop)} is empty inside the {size} image")
             rgb = rgb.resize(shape, INTERPOLATIONS[interpolation], box=(x0, y0, x1, y1))
         elif rgb.size != shape:
@@ -137,9 +235,10 @@ class ImageFolderView(torch.utils.data.Dataset):
 
     def __init__(
         self, root: Path, paths: list[str], input_size: int, draft: bool = True, crops: np.ndarray | None = None,
-        resize: str = "warp", stride: int = 1, interpolation: str = "bilinear",
+        resize: str = "warp", stride: int = 1, interpolation: str = "bilinear", exif: bool = False,
     ) -> None:
         self.root = root
+        self.exif = exif
         self.paths = paths
         self.input_size = input_size
         self.draft = draft
@@ -156,7 +255,7 @@ class ImageFolderView(torch.utils.data.Dataset):
         try:
             crop = None if self.crops is None else _box(self.crops[index])
             pixels, size = load_rgb(path, self.input_size, self.draft, crop, self.resize, self.stride,
-                                   self.interpolation)
+                                   self.interpolation, self.exif)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             blank = torch.zeros((3, self.input_size, self.input_size), dtype=torch.uint8)
             reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or type(exc).__name__

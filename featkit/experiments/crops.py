@@ -160,6 +160,7 @@ def extract_crops(
         batch_size=base.batch_size, workers=base.workers, device=base.device, maps=False,
         on_error=base.on_error, overwrite=base.overwrite, precision=str(attrs.get("precision", "float32")),
         resize=str(attrs.get("resize", "warp")), tta=str(attrs.get("tta", "none")),
+        exif_transpose=attrs.get("orientation") == "exif",
     )
     run_job(ExtractJob(Path(root), records, features.classes, features.splits, str(attrs["dataset"]), Path(output),
                        options, progress, crops=crop, crop_source=str(provenance.pop("crop")), extra=provenance))

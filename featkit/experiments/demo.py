@@ -22,8 +22,8 @@ from featkit.features.mapsource import map_frames
 from featkit.features.pipeline import run_job
 from featkit.features.store import FeatureFile
 from featkit.models import DEFAULT_BACKBONE
-from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, write_gallery
+from featkit.outputs import atomic_output, check_output_folder, write_text
+from featkit.viz.overlay import GalleryEntry, cam_strip, save_picture, write_gallery
 
 DEMO_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 """scikit-image photos that ship inside the wheel (no download)."""
@@ -38,7 +38,8 @@ def write_demo_photos(folder: Path) -> list[str]:
     for name in DEMO_PHOTOS:
         target = folder / f"{name}.jpg"
         if not target.exists():
-            Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB").save(target, quality=95)
+            with atomic_output(target) as tmp:
+                Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB").save(tmp, format="JPEG", quality=95)
         names.append(target.name)
     return names
 
@@ -87,15 +88,14 @@ def run_demo(
         titles = [f"{label} {float(p):.2f}" for label, p in zip(labels, top_p[i])]
         strip = cam_strip(Image.open(photos / name), list(full_np), titles,
                           pred_boxes=[box] + [None] * (k - 1), image_title=name)
-        picture = output / f"{Path(name).stem}_cam.png"
-        strip.save(picture)
+        picture = save_picture(strip, output / f"{Path(name).stem}_cam.png")
         entries.append(GalleryEntry(picture, f"{name}: " + ", ".join(titles) + f"; CAM box of top-1 {_fmt_box(box)}"))
         predictions.append({
             "image": name, "size": list(size),
             "top": [{"class": lab, "probability": round(float(p), 4)} for lab, p in zip(labels, top_p[i])],
             "box": [round(float(v), 1) for v in box],
         })
-    (output / "predictions.json").write_text(json.dumps(predictions, indent=2), encoding="utf-8")
+    write_text(output / "predictions.json", json.dumps(predictions, indent=2))
     return write_gallery(output / "index.html", entries, title=f"featkit demo: top-{k} CAMs of {model}")
 
 

@@ -23,7 +23,7 @@ from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.linear.svm import OneVsAllLinearSVM
 from featkit.models import DEFAULT_BACKBONE
-from featkit.outputs import check_output_folder
+from featkit.outputs import atomic_output, check_output_folder
 from featkit.viz.camviz import render_cams
 
 
@@ -82,7 +82,7 @@ def discover(
         ranking = output / "ranking.csv"
         by_row = dict(zip(ok.tolist(), margin.tolist()))
         paths = features.paths
-        with open(ranking, "w", newline="", encoding="utf-8") as fh:
+        with atomic_output(ranking) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["rank", "path", "set", "score"])
             for rank, row in enumerate(order, 1):

@@ -14,14 +14,15 @@ import numpy as np
 from PIL import Image
 
 from featkit.cam.boxer import CamBoxer
+from featkit.data.images import read_picture
 from featkit.errors import FeatkitError
-from featkit.features.integrity import require_usable
+from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource
 from featkit.features.schema import STATUS_OK
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import LinearClassifier
 from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, write_gallery
+from featkit.viz.overlay import GalleryEntry, cam_strip, display_size, drawn_cams, save_picture, write_gallery
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         raise FeatkitError(f"images are not at {image_root}; pass root=DATASET_ROOT")
     check_output_folder(out_dir).mkdir(parents=True, exist_ok=True)
     paths, sizes = features.paths, features.sizes
+    require_same_images(features, image_root, np.unique([r for report in reports for r in report.rows]))
     source = MapSource.of(features, image_root)
     boxer = CamBoxer.for_units(int(features.attrs["channels"]))
     entries = []
@@ -71,14 +73,15 @@ def render_units(features: FeatureFile, reports: list[UnitReport], class_name: s
         panels = []
         for i, row in enumerate(rows):
             size = (int(sizes[row][0]), int(sizes[row][1]))
-            up = boxer.upsample(cams[i, 0], size, None if frames is None else frames[i])
-            image = Image.open(image_root / paths[row]).convert("RGB")
-            strip = cam_strip(image, [boxer.display(up)], [f"F={report.activations[i]:.2f}"],
-                              pred_boxes=[boxer.box(up)], image_title=Path(paths[row]).name[:28])
+            image = read_picture(image_root / paths[row], features.attrs.get("orientation") == "exif",
+                                 display_size(size))
+            shown, boxes, _ = drawn_cams(boxer, cams[i, 0][None], size, image.size,
+                                         None if frames is None else frames[i])
+            strip = cam_strip(image, shown, [f"F={report.activations[i]:.2f}"], pred_boxes=boxes,
+                              image_title=Path(paths[row]).name[:28])
             panels.append(strip.resize((strip.width * 200 // strip.height, 200)))
         picture = _hstack(panels)
-        target = out_dir / f"unit_{report.unit:04d}.png"
-        picture.save(target)
+        target = save_picture(picture, out_dir / f"unit_{report.unit:04d}.png")
         entries.append(GalleryEntry(target, f"unit {report.unit}: w = {report.weight:+.4f}; top images: "
                                     + ", ".join(Path(paths[r]).name for r in rows)))
     return write_gallery(out_dir / "index.html", entries, title=f"featkit units of class {class_name}")

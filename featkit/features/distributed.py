@@ -31,9 +31,9 @@ from featkit.errors import FeatkitError
 from featkit.features.extractor import ExtractJob, ExtractResult, extract_rows, job_provenance, resolve_device
 from featkit.features.lock import OutputLock, remove_stale_temps
 from featkit.features.schema import RUN_KEYS, SHARD_KEYS, Provenance, plain
-from featkit.features.store import PARTIAL_SUFFIX, FeatureWriter, Head
+from featkit.features.store import PARTIAL_SUFFIX, SPACE_SLACK_BYTES, FeatureWriter, Head
 from featkit.models import load_backbone
-from featkit.outputs import check_output_file
+from featkit.outputs import check_output_file, require_room
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,8 @@ def merge_shards(shard_paths: Sequence[str | Path], output: str | Path, *, keep:
         try:
             shards.sort(key=lambda h: int(h.attrs["shard_rank"]))
             _check_shards(shards)
+            # the merged file holds what the shards hold: refuse before writing when it may not fit
+            require_room(output, int(sum(p.stat().st_size for p in paths) * 1.05) + SPACE_SLACK_BYTES)
             partial = output.with_name(output.name + PARTIAL_SUFFIX)
             try:
                 _write_merged(shards, partial)

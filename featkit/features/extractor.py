@@ -37,6 +37,8 @@ from featkit.models.registry import Backbone, BackboneSpec
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
+MAX_BATCH = 4096
+"""Largest batch_size: a batch of 4096 inputs at 448 px is already 2.5 GB of pixels."""
 SHAPE_WINDOW = 128
 """Default ``shape_window``: at 224 px a batch of 32 photos holds 5 to 11 input shapes under ``short-side``,
 so per-batch buckets run as many small, ragged forward passes; 128 images fill most passes
@@ -71,6 +73,9 @@ class ExtractOptions:
     shard file (:func:`featkit.features.distributed.shard_path`); under torchrun rank 0 then merges the shards."""
     keep_shards: bool = False
     """Keep the shard files after a successful merge (they are deleted by default)."""
+    exif_transpose: bool = False
+    """Turn each image upright by its EXIF orientation tag before anything else (sizes, maps and boxes on
+    the upright grid); False reads pixels as stored, the grid dataset annotations refer to."""
     moved_root: bool = False
     """Resume a file extracted from another dataset root (the dataset moved): allowed only when the
     committed rows' images under the new root match their recorded fingerprints (size + head hash)."""
@@ -90,12 +95,16 @@ class ExtractOptions:
 
     def validate(self) -> None:
         """Refuse impossible values before any work (names are the Python keywords; the CLI maps them)."""
-        if self.batch_size < 1:
-            raise FeatkitError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise FeatkitError(f"batch_size must lie in 1..{MAX_BATCH}, got {self.batch_size}")
         if self.image_size is not None and not 32 <= self.image_size <= 2048:
             raise FeatkitError(f"image_size must be between 32 and 2048 pixels, got {self.image_size}")
         if self.workers is not None and self.workers < 0:
             raise FeatkitError(f"workers must be 0 or more, got {self.workers}")
+        cores = os.cpu_count() or 1
+        if self.workers is not None and self.workers > cores:
+            raise FeatkitError(f"workers must be at most {cores} (this machine's CPU cores; each worker holds its "
+                               f"own copy of the decoder), got {self.workers}")
         if self.on_error not in ON_ERROR:
             raise FeatkitError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
         check_geometry(self.resize, self.tta)
@@ -328,6 +337,7 @@ def job_provenance(
         tta=job.options.tta,
         maps=job.options.maps,
         interpolation=spec.interpolation,
+        orientation="exif" if job.options.exif_transpose else "stored",
         extra=attrs,
     )
 
@@ -433,7 +443,8 @@ def _run(
     device: torch.device,
 ) -> list[str]:
     view = ImageFolderView(Path(job.root), [r.path for r in job.records], provenance.input_size, crops=job.crops,
-                           resize=provenance.resize, stride=spec.stride, interpolation=provenance.interpolation)
+                           resize=provenance.resize, stride=spec.stride, interpolation=provenance.interpolation,
+                           exif=provenance.orientation == "exif")
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", job.options.world_size))
     workers, threads = loader_plan(device, job.options.workers, processes)
     with _intra_op_threads(threads):

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from featkit.data.images import MAX_PIXELS, exif_orientation, open_image, upright_size
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
-from featkit.features.store import FeatureFile, check_images, padding_of
+from featkit.features.store import FeatureFile, check_images, layout_problems, padding_of
 
 GARBAGE_LIMIT = 1e6
 """Largest plausible |value| of a pooled feature or a conv map, fixed a priori: pooled activations
@@ -59,32 +59,8 @@ def _read(features: FeatureFile, name: str, problems: list[str]) -> np.ndarray |
 
 
 def shape_problems(features: FeatureFile) -> list[str]:
-    """Arrays whose length or width disagrees with ``n_images`` / ``channels``, and a bad run state."""
-    h5, a = features.h5, features.attrs
-    n, k = int(a.get("n_images", -1)), int(a.get("channels", -1))
-    problems = []
-    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
-                 "images/box", "classes", "features/gap"):
-        if name not in h5:
-            problems.append(f"{name} is missing")
-    if problems:
-        return problems
-    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
-                 "images/box"):
-        if h5[name].shape[0] != n:
-            problems.append(f"{name} has {h5[name].shape[0]} rows, the file says {n} images")
-    if h5["features/gap"].shape != (n, k):
-        problems.append(f"features/gap is {h5['features/gap'].shape}, expected ({n}, {k}) (images x channels)")
-    if "features/maps" in h5 and tuple(h5["features/maps"].shape[:2]) != (n, k):
-        problems.append(f"features/maps is {h5['features/maps'].shape}, expected ({n}, {k}, h, w)")
-    if "images/boxes" in h5 and h5["images/boxes"].shape[0] != h5["images/boxes_image"].shape[0]:
-        problems.append("images/boxes and images/boxes_image differ in length")
-    done = int(a.get("rows_done", 0))
-    if not 0 <= done <= n:
-        problems.append(f"rows_done {done} lies outside 0..{n}")
-    elif a.get("complete") and done != n:
-        problems.append(f"the file says complete but only {done} of {n} rows are done")
-    return problems
+    """Arrays whose dtype, length or width disagrees with ``n_images`` / ``channels``, and a bad run state."""
+    return layout_problems(features.h5)
 
 
 def row_problems(features: FeatureFile) -> list[str]:
@@ -117,10 +93,20 @@ def row_problems(features: FeatureFile) -> list[str]:
         problems.append(f"images/box holds infinite or partial boxes in {_rows_text(features, broken)}")
     if boxes is not None and boxes.size and not np.isfinite(boxes).all():
         problems.append(f"images/boxes holds {int((~np.isfinite(boxes)).any(axis=1).sum())} non-finite boxes")
+    with np.errstate(invalid="ignore"):
+        inverted = np.flatnonzero((box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1]))
+    if inverted.size:
+        problems.append(f"images/box holds inverted boxes (x1 < x0 or y1 < y0) in {_rows_text(features, inverted)}")
+    if boxes is not None and boxes.size and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+        problems.append("images/boxes holds inverted boxes (x1 < x0 or y1 < y0)")
     ok = status == STATUS_OK
     no_size = np.flatnonzero(ok & ((sizes[:, 0] <= 0) | (sizes[:, 1] <= 0)))
     if no_size.size:
         problems.append(f"images/size is not positive in extracted {_rows_text(features, no_size)}")
+    huge = np.flatnonzero(sizes[:, 0].astype(np.float64) * sizes[:, 1] > MAX_PIXELS)
+    if huge.size:
+        problems.append(f"images/size is over the pixel budget ({MAX_PIXELS / 1e6:.0f} Mpx) in "
+                        f"{_rows_text(features, huge)}")
     return problems
 
 
@@ -143,7 +129,7 @@ def value_problems(features: FeatureFile, name: str, batch: int) -> list[str]:
             unreadable.append(f"rows {lo}..{lo + batch - 1} ({block})")
             continue
         if name == "features/maps" and features.geometry[0] == "short-side":  # NaN padding is not damage
-            block = np.where(padding_of(block)[:, None] == 1, 0, block)
+            block = np.where(padding_of(np.asarray(block, dtype=np.float32))[:, None] == 1, 0.0, block)
         mask = bad_value_rows(block) & (status[lo: lo + len(block)] == STATUS_OK)
         bad += (lo + np.flatnonzero(mask)).tolist()
     problems = [f"{name} cannot be read in {'; '.join(unreadable[:3])}"] if unreadable else []
@@ -199,12 +185,13 @@ def require_same_images(features: FeatureFile, root: str | Path, rows: np.ndarra
     image_root = Path(root)
     idx = np.flatnonzero(features.status == STATUS_OK) if rows is None else np.asarray(rows)
     paths, sizes = features.paths, features.sizes
+    upright = features.attrs.get("orientation") == "exif"
     missing, differ = [], []
     for row in idx:
         path = image_root / paths[int(row)]
         try:
-            with Image.open(path) as img:
-                size = img.size
+            with open_image(path) as img:
+                size = upright_size(img.size, exif_orientation(img) if upright else 1)
         except (OSError, ValueError):
             missing.append(int(row))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featkit.data.base import Dataset
+from featkit.data.images import upright_records
 from featkit.features.distributed import extract_sharded
 from featkit.features.extractor import ExtractJob, ExtractOptions, ExtractResult, Progress, extract_rows
 from featkit.progress import progress_callback
@@ -36,10 +37,13 @@ def extract(
     stopped. ``progress``: True draws a ``tqdm.auto`` bar (notebooks included), False is silent, a function
     ``progress(done, total)`` is called after every committed batch.
     """
+    options = options or ExtractOptions()
     records = dataset.records()
+    if options.exif_transpose:  # annotations are on the stored grid: their boxes go upright with the pixels
+        records = upright_records(Path(dataset.root), records)
     job = ExtractJob(
         root=Path(dataset.root), records=records, classes=dataset.classes(), splits=dataset.split_table(records),
-        dataset=dataset.manifest.name, output=Path(output), options=options or ExtractOptions(),
+        dataset=dataset.manifest.name, output=Path(output), options=options,
         progress=progress_callback(progress, f"extract {dataset.manifest.name}"),
         extra={"split_protocol": dataset.protocol.describe()},
     )

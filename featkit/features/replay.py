@@ -76,7 +76,7 @@ class Replay:
         several shapes; ``warp`` and ``crop`` one). ``size`` overrides the file's input size (other scales)."""
         size = self.provenance.input_size if size is None else int(size)
         view = ImageFolderView(Path(root), list(paths), size, resize=self.provenance.resize, stride=self.spec.stride,
-                               interpolation=self.provenance.interpolation)
+                               interpolation=self.provenance.interpolation, exif=self.provenance.orientation == "exif")
         for lo in range(0, len(paths), batch_size):
             items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
             bad = [it.error for it in items if it.error]
@@ -99,7 +99,8 @@ def recompute_maps(
     provenance, dev = replay.provenance, replay.device
     dtype = PRECISIONS.get(provenance.precision)
     view = ImageFolderView(Path(root), list(paths), provenance.input_size, resize=provenance.resize,
-                           stride=replay.spec.stride, interpolation=provenance.interpolation)
+                           stride=replay.spec.stride, interpolation=provenance.interpolation,
+                           exif=provenance.orientation == "exif")
     model = replay.model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = (cpu_forward_batch(model, provenance.input_size, provenance.precision if dtype else "float32")
              if dev.type == "cpu" else batch_size)

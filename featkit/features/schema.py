@@ -20,6 +20,7 @@ STATUS_PENDING, STATUS_OK, STATUS_FAILED = 0, 1, 2
 PROVENANCE_FIELDS: tuple[str, ...] = (
     "backbone", "weights", "weights_sha256", "feature_layer", "channels", "map_size", "input_size", "mean", "std",
     "dataset", "dataset_root", "pooling", "resize", "tta", "decode", "precision", "maps", "interpolation",
+    "orientation",
 )
 """Root attributes that :class:`Provenance` writes from its own fields."""
 
@@ -32,23 +33,24 @@ SHARD_KEYS: tuple[str, ...] = ("shard_rank", "shard_world_size", "shard_start", 
 RESUME_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "input_size", "feature_layer", "pooling", "dataset", "precision", "maps", "resize",
     "tta", "n_images", "crop", "shard_start", "shard_stop", "shard_total", "dataset_root", "split_protocol",
-    "interpolation",
+    "interpolation", "orientation",
 )
 """Attributes that must agree for a file to be resumed by a new run (``dataset_root``: unless the run
 says the dataset moved and the committed rows' fingerprints match, see ``FeatureWriter.open``)."""
 
 MATCH_KEYS: tuple[str, ...] = (
     "backbone", "weights_sha256", "feature_layer", "pooling", "channels", "input_size", "mean", "std", "precision",
-    "resize", "tta", "crop", "interpolation",
+    "resize", "tta", "crop", "interpolation", "orientation",
 )
 """Provenance that must agree between a linear classifier and the features it is applied to: every
 attribute that changes the feature values (``crop`` marks features of crops, not of whole images;
 ``tta`` a test-time augmentation, where a file records one).
 A key absent from an svm.h5 (written before the key was recorded) is unknown, not a mismatch."""
 
-ABSENT_MEANS: dict[str, Any] = {"crop": "", "interpolation": "bilinear"}
+ABSENT_MEANS: dict[str, Any] = {"crop": "", "interpolation": "bilinear", "orientation": "stored"}
 """What a key absent from a features file (written before it was recorded) means: no ``crop`` attribute is
-whole images, no ``interpolation`` the bilinear resize every file used before."""
+whole images, no ``interpolation`` the bilinear resize every file used before, no ``orientation`` pixels as
+stored (files from before ``exif_transpose`` existed)."""
 
 
 def plain(value: Any) -> Any:
@@ -85,6 +87,8 @@ class Provenance:
     maps: bool = False
     interpolation: str = "bilinear"
     """Resampling of the resize to the network input (the backbone's: timm configs mostly say bicubic)."""
+    orientation: str = "stored"
+    """``stored``: pixels and boxes as the files store them; ``exif``: turned upright by the EXIF tag."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Additive attributes (the crop source, a shard's place in the job)."""
 

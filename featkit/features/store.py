@@ -28,9 +28,9 @@ Layout (schema 1):
 Every array is allocated at its full size when the file is created and rows
 are filled in order; ``rows_done`` moves only after a batch is flushed, so an
 interrupted run resumes at the first unfinished batch and never loses or
-duplicates rows. A new file's layout is written to ``<name>.partial`` and
-renamed into place once complete, so a run killed while creating it leaves no
-unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
+duplicates rows. A new file's layout is built in memory and written through a
+temp file renamed into place (:func:`featkit.outputs.write_bytes`), so a run
+killed or a disk filled while creating it leaves no unreadable file behind. A writer holds ``<name>.lock`` (:mod:`featkit.features.lock`),
 so a second writer is refused. A full disk never costs committed rows: a batch
 that may not fit is refused before it is written, and after a write that fails
 anyway nothing more reaches the file (HDF5 would otherwise flush half-updated
@@ -48,7 +48,6 @@ import datetime as _dt
 import hashlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,16 +60,18 @@ import numpy as np
 from featkit.data.base import ImageRecord
 from featkit.data.fingerprint import file_fingerprint
 from featkit.errors import FeatkitError
-from featkit.features.lock import OutputLock, remove_stale_temps, writer_pid
+from featkit.features.lock import OutputLock, remove_stale_temps, temp_name, writer_pid
 from featkit.features.schema import (
     ABSENT_MEANS,
     RESUME_KEYS,
+    SCHEMA_VERSION,
     STATUS_OK,
     STATUS_PENDING,
     Provenance,
     plain,
 )
-from featkit.outputs import check_output_file
+from featkit.outputs import check_output_file, h5_image, room_for, size_text, write_bytes
+from featkit.validation import MAX_DECLARED_ELEMENTS, as_int, damaged, finite_numbers, int_attr, require_schema
 
 _STR = h5py.string_dtype("utf-8")
 log = logging.getLogger(__name__)
@@ -115,10 +116,6 @@ def _reason(exc: OSError) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _megabytes(n: int) -> str:
-    return f"{max(n, 0) / 2**20:.1f} MiB"
-
-
 def _check_fingerprints(h5: h5py.File, root: Path, rows: np.ndarray, path: Path) -> None:
     """Refuse when the images under ``root`` at ``rows`` are not the ones extracted (size + head hash)."""
     if "images/fingerprint" not in h5 or rows.size == 0:
@@ -139,6 +136,72 @@ def check_images(features: FeatureFile, root: str | Path, rows: Sequence[int] | 
     extracted from: file size and a hash of the first 64 KiB, recorded at extraction (files written
     before fingerprints were recorded are not checked)."""
     _check_fingerprints(features.h5, Path(root), np.asarray(rows, dtype=np.int64).reshape(-1), features.path)
+
+
+_NUMERIC = {"images/label": 1, "images/size": 2, "images/status": 1, "images/box": 2, "features/gap": 2}
+"""Numeric tables and their number of dimensions (a string or a wrong rank there breaks every reader)."""
+_TEXT = ("images/path", "images/split", "images/error", "classes")
+
+
+def layout_problems(h5: h5py.File) -> list[str]:
+    """Arrays whose dtype, length or width disagrees with ``n_images`` / ``channels``, and a bad run state
+    (the file's attributes already checked by :class:`FeatureFile`)."""
+    a = {k: plain(v) for k, v in h5.attrs.items()}
+    n, k = int(a.get("n_images", -1)), int(a.get("channels", -1))
+    problems = []
+    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
+                 "images/box", "classes", "features/gap"):
+        if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+            problems.append(f"{name} is missing")
+    if problems:
+        return problems
+    for name, ndim in _NUMERIC.items():
+        if h5[name].dtype.kind not in "fiu" or h5[name].ndim != ndim:
+            problems.append(f"{name} is {h5[name].dtype} of {h5[name].ndim} dimensions, expected numbers in {ndim}")
+    for name in _TEXT:
+        if h5[name].dtype.kind not in "SOU" or h5[name].ndim != (2 if name == "images/split" else 1):
+            problems.append(f"{name} is {h5[name].dtype} of {h5[name].ndim} dimensions, expected text")
+    if "head" in h5:
+        problems += _head_problems(h5["head"], k)
+    if problems:
+        return problems
+    for name in ("images/path", "images/label", "images/split", "images/size", "images/status", "images/error",
+                 "images/box"):
+        if h5[name].shape[0] != n:
+            problems.append(f"{name} has {h5[name].shape[0]} rows, the file says {n} images")
+    for name, width in (("images/size", 2), ("images/box", 4)):
+        if h5[name].shape[1:] != (width,):
+            problems.append(f"{name} is {h5[name].shape}, expected ({n}, {width})")
+    if h5["features/gap"].shape != (n, k):
+        problems.append(f"features/gap is {h5['features/gap'].shape}, expected ({n}, {k}) (images x channels)")
+    if "features/maps" in h5 and (h5["features/maps"].ndim != 4 or tuple(h5["features/maps"].shape[:2]) != (n, k)):
+        problems.append(f"features/maps is {h5['features/maps'].shape}, expected ({n}, {k}, h, w)")
+    if ("images/boxes" in h5) != ("images/boxes_image" in h5):
+        problems.append("images/boxes and images/boxes_image must be there together")
+    elif "images/boxes" in h5 and (h5["images/boxes"].ndim != 2
+                                 or h5["images/boxes"].shape[1:] != (4,)
+                                 or h5["images/boxes"].shape[0] != h5["images/boxes_image"].shape[0]):
+        problems.append("images/boxes is not (M, 4) or differs in length from images/boxes_image")
+    done = int(a.get("rows_done", 0))
+    if not 0 <= done <= n:
+        problems.append(f"rows_done {done} lies outside 0..{n}")
+    elif a.get("complete") and done != n:
+        problems.append(f"the file says complete but only {done} of {n} rows are done")
+    return problems
+
+
+def _head_problems(group: h5py.Group, k: int) -> list[str]:
+    """The backbone head's weight (C0, K), bias (C0) and classes (C0)."""
+    for name in ("weight", "bias", "classes"):
+        if name not in group or not isinstance(group[name], h5py.Dataset):
+            return [f"head/{name} is missing"]
+    weight, bias, classes = group["weight"], group["bias"], group["classes"]
+    if weight.dtype.kind not in "fiu" or weight.ndim != 2 or weight.shape[1] != k:
+        return [f"head/weight is {weight.dtype} {weight.shape}, expected numbers (classes, {k})"]
+    c0 = weight.shape[0]
+    if bias.dtype.kind not in "fiu" or bias.shape != (c0,) or classes.dtype.kind not in "SOU" or classes.shape != (c0,):
+        return [f"head/bias {bias.shape} and head/classes {classes.shape} must both be ({c0},)"]
+    return []
 
 
 class FeatureWriter:
@@ -199,27 +262,13 @@ class FeatureWriter:
         head: Head | None,
         crop_boxes: np.ndarray | None = None,
     ) -> h5py.File:
-        # The layout (megabytes: the head, the fill values) is written to a side file and renamed into
-        # place, so a run killed while creating it leaves no half-written file at ``path``.
-        partial = path.with_name(path.name + PARTIAL_SUFFIX)
-        try:
-            handle = h5py.File(partial, "w")
-        except OSError as exc:
-            raise FeatkitError(f"cannot write {path} ({exc.strerror or exc}); choose a writable output path") from exc
-        try:
+        # The layout (megabytes: the head, the tables) is built in memory and written as plain bytes through a
+        # temp file renamed into place: a run killed meanwhile leaves no half-written file at ``path``, and a full
+        # disk is one clear error (HDF5 itself can crash when a write fails while it lays out a file).
+        def build(handle: h5py.File) -> None:
             cls._create_layout(handle, provenance, records, classes, splits, head, crop_boxes)
-            handle.close()
-        except BaseException as exc:
-            try:
-                handle.close()
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
-            partial.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise FeatkitError(f"cannot write {path} ({_reason(exc)}); free space or choose another "
-                                   "output") from exc
-            raise
-        os.replace(partial, path)
+
+        write_bytes(path, h5_image(build), prefix=temp_name(path))
         return cls._open_handle(path)
 
     @staticmethod
@@ -267,8 +316,8 @@ class FeatureWriter:
             ) from exc
         expected = provenance.attrs(len(records))
         for key in RESUME_KEYS:
-            have = handle.attrs.get(key)
-            want = expected.get(key)
+            have = handle.attrs.get(key, ABSENT_MEANS.get(key))
+            want = expected.get(key, ABSENT_MEANS.get(key))
             if key == "dataset_root" and (moved_root or have is None):
                 continue  # files of older versions did not compare it; a moved root is checked below
             if have is None and want is not None and key in ABSENT_MEANS:
@@ -425,18 +474,10 @@ class FeatureWriter:
 
     def _check_room(self, start: int, need: int) -> None:
         """Refuse the next batch when ``need`` bytes may not fit on the disk or under the file-size limit."""
-        room = shutil.disk_usage(self.path.parent).free
-        try:
-            import resource
-
-            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            if soft != resource.RLIM_INFINITY:
-                room = min(room, soft - self.path.stat().st_size)
-        except (ImportError, OSError):
-            pass
+        room = room_for(self.path.parent, self.path.stat().st_size)
         if room < need:
             raise FeatkitError(
-                f"{self.path}: no room for the next rows ({_megabytes(room)} left, {_megabytes(need)} needed, "
+                f"{self.path}: no room for the next rows ({size_text(room)} left, {size_text(need)} needed, "
                 f"counting the disk's free space and the file-size limit); the {start} rows written are kept: free "
                 "space (or raise the file-size limit) and run the same extraction again to resume"
             )
@@ -519,6 +560,23 @@ class FeatureFile:
         if "schema_version" not in self.h5.attrs or "features" not in self.h5:
             self.h5.close()
             raise FeatkitError(f"{self.path} is not a featkit features file (no schema_version); make one with extract")
+        try:  # the attributes every reader sizes its work by; the arrays are checked by integrity.require_usable
+            fix = "re-extract it (overwrite=True)"
+            require_schema(self.h5.attrs, SCHEMA_VERSION, self.path, fix)
+            for key in ("n_images", "channels", "rows_done"):
+                int_attr(self.h5.attrs, key, self.path, high=MAX_DECLARED_ELEMENTS, fix=fix)
+            if as_int(self.h5.attrs.get("channels")) == 0:
+                raise damaged(self.path, "attribute channels is 0", fix)
+            for key in ("mean", "std"):
+                values = finite_numbers(self.h5.attrs.get(key, (0.0, 0.0, 0.0)), f"{self.path}: attribute {key}")
+                if len(values) != 3:
+                    raise damaged(self.path, f"attribute {key} holds {len(values)} values, expected 3", fix)
+            problems = layout_problems(self.h5)
+            if problems:
+                raise damaged(self.path, problems[0], fix)
+        except FeatkitError:
+            self.h5.close()
+            raise
 
     # Provenance and the small per-image tables are read once per open file (they never change
     # for a reader); the features and maps are read on demand, by rows.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,6 +56,10 @@ def split_rows(features: FeatureFile, split: str, fold: int = 0, splits: np.ndar
         hint = (f"splits present: {', '.join(present)}" if present else
                 "the dataset has no split (a plain folder or list): extract it again with holdout=0.25 for a "
                 "stratified held-out quarter (or put the images in train/ and val/ folders)")
+        in_split = (features.status == STATUS_OK) & (splits[:, fold] == split)
+        if in_split.any() and not multilabel(features):
+            hint = (f"its {int(in_split.sum())} extracted images have no label (a csv without the label column, or "
+                    "with it empty); give every training image a label")
         raise FeatkitError(f"no usable images in split {split!r} of fold {fold} in {features.path}; {hint}")
     return rows
 
@@ -147,7 +151,13 @@ def training_rows(classifier: LinearClassifier, features: FeatureFile) -> np.nda
     a = classifier.attrs
     rows, digest = a.get("trained_rows"), a.get("trained_images_sha256")
     if rows is not None and digest is not None:
-        return np.asarray(rows, dtype=np.int64) if digest == features.images_sha256 else None
+        if digest != features.images_sha256:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and rows.max() >= len(features):
+            raise FeatkitError(f"{classifier.source} is damaged: trained/rows names row {int(rows.max())}, but "
+                               f"{features.path} (its training file) has {len(features)} rows; train it again")
+        return rows
     split, fold = a.get("trained_split"), a.get("trained_fold")
     if split is None or fold is None or a.get("features_dataset") != features.attrs.get("dataset"):
         return None
@@ -300,12 +310,25 @@ FoldDone = Callable[[int, OneVsAllLinearSVM, dict[str, Any], Metrics], None]
 
 
 def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, splits: np.ndarray | None = None,
-                 on_fold: FoldDone | None = None, **svm_options: Any) -> ProtocolResult:
-    """Train on 'train' and score on 'test' (:func:`eval_split`) for each fold (all folds of the file by default)."""
+                 on_fold: FoldDone | None = None, kept: Mapping[int, LinearClassifier] | None = None,
+                 on_kept: Callable[[int, LinearClassifier, Metrics], None] | None = None,
+                 **svm_options: Any) -> ProtocolResult:
+    """Train on 'train' and score on 'test' (:func:`eval_split`) for each fold (all folds of the file by default).
+
+    ``kept``: folds whose SVM a run before this one already trained (see :func:`kept_fold`): scored, not
+    trained again, and reported through ``on_kept``."""
     table = features.splits if splits is None else splits
+    if folds is not None and folds < 1:
+        raise FeatkitError(f"folds must be at least 1 (or left out for all {table.shape[1]} folds), got {folds}")
     n_folds = table.shape[1] if folds is None else min(folds, table.shape[1])
     values, scores = [], []
     for fold in range(n_folds):
+        if kept is not None and fold in kept:
+            scores.append(evaluate(kept[fold], features, "test", fold, table))
+            values.append(scores[-1].value(metric))
+            if on_kept is not None:
+                on_kept(fold, kept[fold], scores[-1])
+            continue
         svm, trained_on = train_svm(features, fold=fold, splits=table, **svm_options)
         classifier = LinearClassifier.from_estimator(svm, features.classes, f"SVM of fold {fold}")
         scores.append(evaluate(classifier, features, None, fold, table))
@@ -314,3 +337,25 @@ def run_protocol(features: FeatureFile, metric: str, folds: int | None = None, s
         if on_fold is not None:
             on_fold(fold, svm, trained_on, scores[-1])
     return ProtocolResult(metric, values, scores)
+
+
+def kept_fold(classifier: LinearClassifier, features: FeatureFile, fold: int, C: float | str, normalize: str,
+              per_class_C: bool) -> LinearClassifier:
+    """``classifier`` (an svm.h5 a protocol run saved for ``fold``) when it is what this run would train:
+    these features and image list, that fold's train split, the same C, normalization and C rule;
+    else FeatkitError saying what differs."""
+    a = classifier.attrs
+    fixed = a.get("C_values")
+    same_C = (C == "auto" and str(a.get("C_mode", "")).startswith("auto")) or (
+        C != "auto" and a.get("C_mode") == "fixed" and fixed is not None and np.allclose(fixed, float(C)))
+    checks = [
+        ("fold", a.get("trained_fold"), fold), ("split", a.get("trained_split"), "train"),
+        ("image list", a.get("trained_images_sha256"), features.images_sha256),
+        ("normalize", a.get("normalize"), normalize), ("per-class C", bool(a.get("per_class_C")), bool(per_class_C)),
+        ("C", "same" if same_C else a.get("C_mode"), "same"),
+    ]
+    for what, have, want in checks:
+        if have != want:
+            raise FeatkitError(f"{classifier.source} already exists from another run ({what}: {have} there, {want} "
+                               "now); choose another output folder or pass overwrite=True to replace it")
+    return classifier

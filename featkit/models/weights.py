@@ -54,8 +54,20 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsI
     return state, WeightsInfo(identifier=str(file.resolve()), sha256=sha256_of(file))
 
 
+WEIGHT_LIMIT = 1e8
+"""Largest plausible |value| of a trained parameter or buffer (BatchNorm variances included), fixed a
+priori: trained nets stay orders of magnitude below it, damaged or crafted files do not."""
+
+
 def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load with one clear line when the file is for another network."""
+    """Strict load with one clear line when the file is for another network, or when a value is NaN, inf
+    or beyond :data:`WEIGHT_LIMIT` (such a net would extract garbage features without a word)."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            bad = ~torch.isfinite(value) | (value.abs() > WEIGHT_LIMIT)
+            if bool(bad.any()):
+                raise FeatkitError(f"weights {source} are damaged: {key} holds {int(bad.sum())} NaN, infinite or "
+                                   f"|x| > {WEIGHT_LIMIT:g} values; use an intact weights file")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

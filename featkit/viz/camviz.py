@@ -22,14 +22,24 @@ from PIL import Image, UnidentifiedImageError
 from featkit.cam.boxer import CamBoxer, single_threaded_torch
 from featkit.cam.calibration import Calibration, class_agnostic
 from featkit.cam.maps import CamOptions
+from featkit.data.images import read_picture
 from featkit.errors import FeatkitError
 from featkit.features.extractor import Progress
-from featkit.features.integrity import require_usable
+from featkit.features.integrity import require_same_images, require_usable
 from featkit.features.mapsource import MapSource, dataset_root
 from featkit.features.store import FeatureFile
 from featkit.linear.classifier import TOP_K, LinearClassifier, top_classes
-from featkit.outputs import check_output_folder
-from featkit.viz.overlay import GalleryEntry, cam_strip, overlay_figure, write_gallery
+from featkit.outputs import atomic_output, check_output_folder, h5_image, write_bytes
+from featkit.viz.overlay import (
+    GalleryEntry,
+    cam_strip,
+    display_size,
+    drawn_cams,
+    overlay_figure,
+    save_picture,
+    scale_box,
+    write_gallery,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,7 @@ def _image_paths(features: FeatureFile, rows: np.ndarray, root: str | Path | Non
     for file in files:
         if not file.is_file():
             raise FeatkitError(f"image {file} not found; pass root=DATASET_ROOT pointing at the dataset folder")
+    require_same_images(features, base, rows)  # CAMs drawn on other photos would be silently wrong
     return files
 
 
@@ -147,7 +158,8 @@ def render_cams(
     columns = _class_columns(which, features, classifier, idx, top)
     position = {int(r): i for i, r in enumerate(idx)}
     all_boxes = features.boxes_of()
-    paths, labels, names = features.paths, features.labels, classifier.classes
+    paths, labels, names, sizes = features.paths, features.labels, classifier.classes, features.sizes
+    upright = features.attrs.get("orientation") == "exif"
 
     entries: list[GalleryEntry] = []
     if len(methods) > 1:
@@ -160,16 +172,16 @@ def render_cams(
             frames = source.frames(chunk)
             with single_threaded_torch():
                 for j, row in enumerate(chunk):
-                    image = _open(files[int(pos[j])])
+                    full = (int(sizes[row][0]), int(sizes[row][1]))
+                    image = _open(files[int(pos[j])], upright, full)
                     frame = None if frames is None else frames[j]
-                    ups = [b.upsample(cams[j], image.size, frame) for b, cams in zip(boxers, per_method)]
+                    drawn = [drawn_cams(b, cams[j][None], full, image.size, frame) for b, cams in zip(boxers, per_method)]
                     truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                     cls = names[int(columns[pos[j], 0])]
-                    picture = cam_strip(image, [b.display(up) for b, up in zip(boxers, ups)], list(methods),
-                                        [b.box(up) for b, up in zip(boxers, ups)], f"true: {truth}; map of {cls}",
-                                        alpha, [tuple(g) for g in all_boxes[row]])
-                    target = out / f"{_file_stem(int(row), paths[row])}.png"
-                    picture.save(target)
+                    picture = cam_strip(image, [d[0][0] for d in drawn], list(methods), [d[1][0] for d in drawn],
+                                        f"true: {truth}; map of {cls}", alpha,
+                                        [scale_box(tuple(g), drawn[0][2]) for g in all_boxes[row]])
+                    target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                     entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; methods {', '.join(methods)})"))
             if progress:
                 progress(len(entries), idx.size)
@@ -190,10 +202,10 @@ def render_cams(
                 i = int(pos[j])
                 truth = features.classes[int(labels[row])] if labels[row] >= 0 else "?"
                 titles = [f"{names[c]} {scores[i, c]:.2f}" for c in columns[i]]
-                picture = _picture(boxer, _open(files[i]), cams[j], titles, f"true: {truth}", all_boxes[row],
-                                   which == "top5", alpha, None if frames is None else frames[j])
-                target = out / f"{_file_stem(int(row), paths[row])}.png"
-                picture.save(target)
+                full = (int(sizes[row][0]), int(sizes[row][1]))
+                picture = _picture(boxer, _open(files[i], upright, full), full, cams[j], titles, f"true: {truth}",
+                                   all_boxes[row], which == "top5", alpha, None if frames is None else frames[j])
+                target = save_picture(picture, out / f"{_file_stem(int(row), paths[row])}.png")
                 entries.append(GalleryEntry(target, f"{paths[row]} (true: {truth}; {', '.join(titles)})"))
         if progress:
             progress(len(entries), idx.size)
@@ -207,6 +219,7 @@ def render_cams(
 def _picture(
     boxer: CamBoxer,
     image: Image.Image,
+    full: tuple[int, int],
     cams: np.ndarray,
     titles: list[str],
     image_title: str,
@@ -215,20 +228,18 @@ def _picture(
     alpha: float,
     frame: np.ndarray | None = None,
 ) -> Image.Image:
-    """One image's (T, h, w) CAMs drawn on it: a single overlay, or a strip for several classes."""
-    up = boxer.upsample(cams, image.size, frame)
-    shown = boxer.display(up)
-    boxes = [boxer.box(cam) for cam in up]
+    """One image's (T, h, w) CAMs drawn on it (``image``: the picture shown, of original size ``full``): a
+    single overlay, or a strip for several classes."""
+    shown, boxes, scale = drawn_cams(boxer, cams, full, image.size, frame)
     if strip:
-        return cam_strip(image, list(shown), titles, boxes, image_title=image_title, alpha=alpha)
-    return overlay_figure(image, shown[0], boxes[0], [tuple(b) for b in gt_boxes], titles[0], alpha)
+        return cam_strip(image, shown, titles, boxes, image_title=image_title, alpha=alpha)
+    return overlay_figure(image, shown[0], boxes[0], [scale_box(tuple(b), scale) for b in gt_boxes], titles[0], alpha)
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, exif: bool, full: tuple[int, int]) -> Image.Image:
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+        return read_picture(path, exif, display_size(full))
+    except (OSError, ValueError, UnidentifiedImageError) as exc:
         raise FeatkitError(f"cannot read image {path} ({exc}); check root=DATASET_ROOT") from exc
 
 
@@ -237,15 +248,19 @@ def _save_raw(out: Path, kind: str, cams: np.ndarray, columns: np.ndarray, rows:
     """Map-resolution CAMs with the classes and rows they belong to."""
     cams = cams.astype(np.float32, copy=False)
     if kind == "npy":
-        np.save(out / "cams.npy", cams)
-        np.save(out / "cams_classes.npy", columns.astype(np.int64))
-        np.save(out / "cams_rows.npy", rows.astype(np.int64))
+        for name, values in (("cams", cams), ("cams_classes", columns.astype(np.int64)),
+                             ("cams_rows", rows.astype(np.int64))):
+            with atomic_output(out / f"{name}.npy", values.nbytes) as tmp, tmp.open("wb") as handle:
+                np.save(handle, values)
         return
     text = h5py.string_dtype("utf-8")
-    with h5py.File(out / "cams.h5", "w") as h5:
+
+    def build(h5: h5py.File) -> None:
         h5.create_dataset("cams", data=cams, compression="gzip", compression_opts=1)
         h5.create_dataset("classes", data=columns.astype(np.int64))
         h5.create_dataset("rows", data=rows.astype(np.int64))
         h5.create_dataset("class_names", data=np.array(names, dtype=object), dtype=text)
         h5.create_dataset("paths", data=np.array(paths, dtype=object), dtype=text)
         h5.attrs["layout"] = "cams (n, T, h, w) float32 = sum_k w_k^c f_k at map resolution; classes (n, T)"
+
+    write_bytes(out / "cams.h5", h5_image(build))

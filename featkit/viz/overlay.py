@@ -18,9 +18,11 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from featkit.cam.boxer import CamBoxer
 from featkit.cam.boxes import Box
 from featkit.cam.maps import upsample
 from featkit.errors import FeatkitError
+from featkit.outputs import atomic_output, write_text
 
 PRED_COLOR = (255, 0, 0)
 GT_COLOR = (0, 255, 0)
@@ -194,5 +196,46 @@ def write_gallery(
         "img{max-width:100%;max-height:360px}figcaption{max-width:480px;font-size:0.9em}</style>\n"
         f"</head>\n<body>\n<h1>{escaped_title}</h1>\n" + "\n".join(figures) + "\n</body>\n</html>\n"
     )
-    page.write_text(document, encoding="utf-8")
-    return page
+    return write_text(page, document)
+
+
+def save_picture(picture: Image.Image, target: Path) -> Path:
+    """``picture`` as PNG at ``target``, atomically (a full disk leaves no 0-byte or half picture)."""
+    with atomic_output(target) as tmp:
+        picture.save(tmp, format="PNG")
+    return target
+
+
+DISPLAY_PIXELS = 4_000_000
+"""Largest panel drawn (pixels): a larger photo is shown downscaled to it, while its boxes are still found on
+the CAM at the original size, one map at a time, so a huge photo costs bounded memory."""
+
+
+def display_size(full: tuple[int, int]) -> tuple[int, int]:
+    """The size a photo of original ``full`` (W, H) is drawn at: itself, or scaled down to DISPLAY_PIXELS."""
+    w, h = full
+    if w * h <= DISPLAY_PIXELS:
+        return full
+    s = (DISPLAY_PIXELS / (w * h)) ** 0.5
+    return max(1, int(w * s)), max(1, int(h * s))
+
+
+def scale_box(box: Sequence[float], scale: tuple[float, float]) -> Box:
+    """A box in original pixels on a picture drawn at ``scale`` (x, y)."""
+    sx, sy = scale
+    return (float(box[0]) * sx, float(box[1]) * sy, float(box[2]) * sx, float(box[3]) * sy)
+
+
+def drawn_cams(
+    boxer: CamBoxer, cams: np.ndarray, full: tuple[int, int], shown: tuple[int, int],
+    frame: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], list[Box], tuple[float, float]]:
+    """(T, h, w) CAMs of a photo of original size ``full`` drawn at size ``shown``: the maps to show, each
+    class's box (the paper's rule on the full-size CAM, on the drawn picture's grid) and the drawing scale."""
+    if tuple(shown) == tuple(full):
+        up = boxer.upsample(cams, full, frame)
+        return list(boxer.display(up)), [boxer.box(cam) for cam in up], (1.0, 1.0)
+    scale = (shown[0] / full[0], shown[1] / full[1])
+    boxes = [scale_box(boxer.box(boxer.upsample(cam, full, frame)), scale) for cam in cams]  # one at a time
+    small = None if frame is None else np.asarray(frame, dtype=np.float64) * np.array([*scale, *scale])
+    return list(boxer.display(boxer.upsample(cams, shown, small))), boxes, scale

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from featkit.cam.boxes import BoxAccuracy
 from featkit.errors import FeatkitError
 from featkit.linear.protocol import Metrics
-from featkit.outputs import check_output_file, check_output_folder
+from featkit.outputs import atomic_output, check_output_file, check_output_folder
 
 
 def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
@@ -31,10 +31,8 @@ def _save(figure: Figure, path: str | Path) -> Path:
     if not target.parent.is_dir():
         check_output_folder(target.parent).mkdir(parents=True, exist_ok=True)
     check_output_file(target, overwrite=True, suffixes=(".png",), example="plot.png")
-    try:
-        figure.savefig(target, format="png")
-    except OSError as exc:
-        raise FeatkitError(f"cannot write {target} ({exc.strerror or exc}); choose a writable path") from exc
+    with atomic_output(target) as tmp:
+        figure.savefig(tmp, format="png")
     return target
 
 

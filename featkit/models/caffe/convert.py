@@ -19,6 +19,7 @@ from featkit.models.caffe.net import CaffeNet, find_gap
 from featkit.models.caffe.reader import parse_prototxt, read_caffemodel, read_mean_file
 from featkit.models.weights import sha256_of
 from featkit.outputs import check_output_file, check_output_folder
+from featkit.validation import finite_numbers
 
 log = logging.getLogger("featkit.caffe")
 
@@ -55,7 +56,7 @@ def _mean(values: Sequence[float] | None, mean_file: str | Path | None,
         values = [values[0]] * 3
     if len(values) != 3:
         raise FeatkitError(f"the mean needs 1 or 3 values (B, G, R), got {len(values)}")
-    b, g, r = (float(v) for v in values)
+    b, g, r = finite_numbers(values, "mean=B,G,R")
     return (b, g, r), source
 
 
@@ -94,7 +95,7 @@ def convert_caffe(
     else:
         check_output_file(output, existing="allow", suffixes=(".pth", ".pt"), example=f"{name or 'model'}.pth")
     mean_bgr, mean_source = _mean(mean, mean_file, prototxt_mean)
-    net = CaffeNet(spec)
+    net = CaffeNet(spec)  # of bounded size: parse_prototxt checked the declared sizes
     gap = find_gap(net)
     blobs = read_caffemodel(weights)
     net.load_caffe_blobs(blobs, weights.name)

@@ -8,7 +8,6 @@ state dict of :class:`CaffeNet`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from featkit.models.caffe.net import CaffeBody, CaffeNet, find_gap, head_of
 from featkit.models.caffe.spec import NetSpec
 from featkit.models.registry import Backbone, WeightsInfo
 from featkit.models.weights import load_into, sha256_of
+from featkit.outputs import atomic_output
 
 FORMAT = "featkit-caffe"
 VERSION = 1
@@ -71,12 +71,11 @@ def save_converted(path: Path, model: ConvertedModel) -> None:
         "source": dict(model.source),
         "state_dict": model.state_dict,
     }
-    partial = path.with_name(path.name + ".partial")
-    try:
-        torch.save(payload, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_output(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write this way
+            raise OSError(str(exc).splitlines()[0] if str(exc) else "write failed") from exc
 
 
 def load_converted(path: str | Path) -> ConvertedModel:

@@ -22,6 +22,7 @@ from featkit.errors import FeatkitError
 from featkit.models.caffe import proto
 from featkit.models.caffe.spec import (
     LRN,
+    MAX_BLOB_ELEMENTS,
     SUPPORTED,
     CaffeBlob,
     Concat,
@@ -36,7 +37,9 @@ from featkit.models.caffe.spec import (
     ReLU,
     Shape,
     Softmax,
+    check_sizes,
 )
+from featkit.validation import finite_numbers
 
 log = logging.getLogger("featkit.caffe")
 
@@ -81,6 +84,13 @@ def _pair(where: str, what: str, values: list[int], h: int | None, w: int | None
     raise FeatkitError(f"{where}: {len(values)} {what} values (a {len(values)}-d layer); featkit converts 2-d nets only")
 
 
+def _positive(where: str, **values: tuple[int, ...]) -> None:
+    """Refuse a kernel, stride, dilation or group of 0 (Caffe divides by them)."""
+    for what, numbers in values.items():
+        if any(v < 1 for v in numbers):
+            raise FeatkitError(f"{where}: {what} must be at least 1, got {list(numbers)}")
+
+
 def _opt(message: Message, field: str) -> int | None:
     return int(getattr(message, field)) if message.HasField(field) else None
 
@@ -90,7 +100,7 @@ def _params(layer: Message, kind: str, where: str) -> LayerParams:
         c = layer.convolution_param
         if c.axis != 1 or c.num_output < 1:
             raise FeatkitError(f"{where}: needs num_output >= 1 and axis 1 (got {c.num_output}, {c.axis})")
-        return Convolution(
+        conv = Convolution(
             num_output=int(c.num_output),
             kernel=_pair(where, "kernel", list(c.kernel_size), _opt(c, "kernel_h"), _opt(c, "kernel_w"), None),
             stride=_pair(where, "stride", list(c.stride), _opt(c, "stride_h"), _opt(c, "stride_w"), 1),
@@ -99,6 +109,8 @@ def _params(layer: Message, kind: str, where: str) -> LayerParams:
             group=int(c.group),
             bias=bool(c.bias_term),
         )
+        _positive(where, kernel=conv.kernel, stride=conv.stride, dilation=conv.dilation, group=(conv.group,))
+        return conv
     if kind == "Pooling":
         p = layer.pooling_param
         method = p.DESCRIPTOR.fields_by_name["pool"].enum_type.values_by_number[p.pool].name
@@ -112,7 +124,7 @@ def _params(layer: Message, kind: str, where: str) -> LayerParams:
             kernel = _pair(where, "kernel", [p.kernel_size] if p.HasField("kernel_size") else [],
                            _opt(p, "kernel_h"), _opt(p, "kernel_w"), None)
         has_hw_pad = p.HasField("pad_h") or p.HasField("pad_w")
-        return Pooling(
+        pool = Pooling(
             method=method,
             kernel=kernel,
             stride=_pair(where, "stride", [p.stride], _opt(p, "stride_h"), _opt(p, "stride_w"), 1),
@@ -120,6 +132,8 @@ def _params(layer: Message, kind: str, where: str) -> LayerParams:
             global_pooling=bool(p.global_pooling),
             ceil=p.round_mode == 0,
         )
+        _positive(where, stride=pool.stride, **({} if pool.global_pooling else {"kernel": pool.kernel}))
+        return pool
     if kind == "LRN":
         n = layer.lrn_param
         if n.norm_region != 0:
@@ -148,11 +162,46 @@ def _params(layer: Message, kind: str, where: str) -> LayerParams:
     raise FeatkitError(f"{where}: featkit cannot convert layer type '{kind}'; supported: {', '.join(SUPPORTED)}")
 
 
+MAX_NESTING = 32
+"""Deepest block nesting read from a prototxt (the parser recurses once per level)."""
+
+
+def _nesting(text: str) -> int:
+    """Deepest ``{``/``<`` nesting outside quoted strings and ``#`` comments."""
+    depth = deepest = 0
+    quote = ""
+    escaped = comment = False
+    for char in text:
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char == "#":
+            comment = True
+        elif char in "\"'":
+            quote = char
+        elif char in "{<":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "}>":
+            depth -= 1
+    return deepest
+
+
 def _read_text(path: Path) -> Any:
     raw = path.read_bytes()
     if b"\x00" in raw[:4096]:
         raise FeatkitError(f"{path} is binary; pass the deploy .prototxt (text) first, then the .caffemodel")
     text = raw.decode("utf-8", errors="replace")
+    depth = max(_nesting(text), 0)
+    if depth > MAX_NESTING:
+        raise FeatkitError(f"cannot parse {path} as a Caffe prototxt: blocks nested {depth} deep (a deploy net "
+                           f"nests a few levels; at most {MAX_NESTING})")
     net = proto.NetParameter()
     try:
         text_format.Parse(text, net)
@@ -222,7 +271,11 @@ def parse_prototxt(path: str | Path) -> tuple[NetSpec, tuple[float, ...] | None]
         layers.append(Layer(layer_name, tuple(layer.bottom), tuple(layer.top), params))
     if not layers:
         raise FeatkitError(f"{path} has no layers")
-    return NetSpec(net.name, name, shape, tuple(layers)), mean
+    spec = NetSpec(net.name, name, shape, tuple(layers))
+    check_sizes(spec, str(path))
+    if mean is not None:
+        finite_numbers(mean, f"{path}: transform_param mean_value")
+    return spec, mean
 
 
 def _blob(blob: Message, where: str) -> CaffeBlob:
@@ -232,9 +285,14 @@ def _blob(blob: Message, where: str) -> CaffeBlob:
     else:
         shape = (int(blob.num), int(blob.channels), int(blob.height), int(blob.width))
         legacy = True
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_BLOB_ELEMENTS:
+        raise FeatkitError(f"{where}: the blob declares shape {shape}; not a weight blob featkit reads")
     values = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
     if values.size != math.prod(shape):
         raise FeatkitError(f"{where}: the blob's shape {shape} needs {math.prod(shape)} values, the file holds {values.size}")
+    if not np.isfinite(values).all():
+        raise FeatkitError(f"{where}: the blob holds {int((~np.isfinite(values)).sum())} NaN or infinite values; "
+                           "the caffemodel is damaged")
     return CaffeBlob(values, shape, legacy)
 
 

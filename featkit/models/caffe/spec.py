@@ -236,6 +236,33 @@ def blob_shapes(net: NetSpec) -> list[list[Shape]]:
     return per_layer
 
 
+MAX_INPUT_SIDE = 4096
+"""Largest deploy input side in pixels (the released CAM nets take 224 px)."""
+MAX_BLOB_ELEMENTS = 1 << 28
+"""Largest blob (activations of one image, or one layer's weights): 1 GiB of float32."""
+MAX_PARAMETERS = 1 << 28
+"""Largest net featkit converts: 268M parameters (VGG16 with its fully connected layers has 138M)."""
+
+
+def check_sizes(net: NetSpec, where: str) -> None:
+    """Refuse a net whose input, blobs or parameters are too large, from the declared sizes alone (nothing
+    is allocated), so a few hundred bytes of prototxt cannot ask for gigabytes."""
+    c, h, w = net.input_shape
+    if c != 3 or not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+        raise FeatkitError(f"{where}: input {net.input_shape} is not 3 x H x W with sides in 1..{MAX_INPUT_SIDE}")
+    total = 0
+    for layer, bottoms in zip(net.layers, blob_shapes(net)):
+        shapes = param_shapes(layer, bottoms[0]) + top_shapes(layer, bottoms)
+        big = [shape for shape in shapes if math.prod(shape) > MAX_BLOB_ELEMENTS]
+        if big:
+            raise FeatkitError(f"{where}: layer '{layer.name}' needs a blob of shape {big[0]}, over "
+                               f"{MAX_BLOB_ELEMENTS} values; featkit converts nets of ordinary size")
+        total += sum(math.prod(shape) for shape in param_shapes(layer, bottoms[0]))
+    if total > MAX_PARAMETERS:
+        raise FeatkitError(f"{where}: the net has {total} parameters, over {MAX_PARAMETERS}; featkit converts nets "
+                           "of ordinary size")
+
+
 @dataclass(frozen=True)
 class CaffeBlob:
     """One parameter blob of a caffemodel: flat float32 values and the shape the file declares."""
