@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import stat
 from pathlib import Path
+
+from featkit.data.picture import require_regular_file
 
 FINGERPRINT_BYTES = 64 * 1024
 
@@ -21,14 +21,3 @@ def file_fingerprint(path: Path) -> str:
     except OSError:
         return ""
     return f"{size}:{hashlib.blake2b(head, digest_size=16).hexdigest()}"
-
-
-def require_regular_file(path: Path) -> None:
-    """OSError unless ``path`` is a regular file (FIFOs, sockets and devices block or never end)."""
-    info = os.stat(path)
-    if not stat.S_ISREG(info.st_mode):
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
-                or stat.S_ISBLK(info.st_mode) else "a socket")
-        raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))

@@ -27,10 +27,7 @@ images (status 2 under ``on_error='skip'``). Every verb that reads pixels
 
 from __future__ import annotations
 
-import errno
 import math
-import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,8 +37,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from featkit.data.base import ImageRecord
-from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint, require_regular_file  # noqa: F401
+from featkit.data.fingerprint import FINGERPRINT_BYTES, file_fingerprint  # noqa: F401  (their old home)
 from featkit.data.geometry import RESIZE_POLICIES, frame, input_shape
+from featkit.data.picture import (  # noqa: F401  (their old home)
+    MAX_PIXELS,
+    UPRIGHT,
+    exif_orientation,
+    open_image,
+    orient_box,
+    require_regular_file,
+    upright_size,
+)
 
 __all__ = ["RESIZE_POLICIES", "Batch", "ImageFolderView", "Loaded", "collate", "concat_batches", "load_rgb",
            "normalize_batch"]
@@ -83,66 +89,6 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-"""Pixel budget of one image (width x height, 89.5 Mpx: Pillow's own decompression-bomb warning line,
-about 1/4 GiB of RGB): an upsampled CAM of a larger image alone would take gigabytes, and the
-datasets featkit reads have images far below it."""
-
-
-def open_image(path: Path) -> Image.Image:
-    """``Image.open`` of a regular file within the pixel budget (:data:`MAX_PIXELS`), else OSError or
-    ValueError naming the reason, before any pixel is decoded."""
-    require_regular_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"image too large to decode safely ({exc})") from None
-    except RuntimeError as exc:  # Pillow < 11 resolves the path: pathlib says "Symlink loop" this way
-        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        img.close()
-        raise ValueError(f"image of {width}x{height} pixels ({width * height / 1e6:.0f} Mpx) is over featkit's "
-                         f"budget of {MAX_PIXELS / 1e6:.0f} Mpx per image; downscale it")
-    return img
-
-
-_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-           8: Image.Transpose.ROTATE_90}
-"""EXIF orientation -> the transposition that turns the stored pixels upright (as ImageOps.exif_transpose)."""
-
-
-def exif_orientation(img: Image.Image) -> int:
-    """The image's EXIF orientation tag (1 = upright as stored; 1 when absent or invalid)."""
-    try:
-        value = int(img.getexif().get(0x0112, 1))
-    except (TypeError, ValueError, OSError, SyntaxError):
-        return 1
-    return value if value in _ORIENT else 1
-
-
-def upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    """(width, height) after turning an image of stored ``size`` upright (orientations 5-8 swap the sides)."""
-    return (size[1], size[0]) if orientation >= 5 else size
-
-
-def orient_box(box: tuple[float, float, float, float], size: tuple[int, int],
-               orientation: int) -> tuple[float, float, float, float]:
-    """A box (x0, y0, x1, y1) on the stored pixel grid of an image of ``size`` (W, H), on the upright grid."""
-    w, h = float(size[0]), float(size[1])
-    moves = {
-        1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),
-        4: lambda x, y: (x, h - y), 5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x),
-        7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
-    }
-    move = moves.get(orientation, moves[1])
-    (ax, ay), (bx, by) = move(box[0], box[1]), move(box[2], box[3])
-    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
-
-
 def upright_records(root: Path, records: Sequence[ImageRecord]) -> list[ImageRecord]:
     """``records`` with their boxes mapped from the stored grid to the upright one (:func:`orient_box`), each
     image's EXIF tag read from its header (records without boxes, or unreadable images, stay as they are)."""
@@ -168,7 +114,7 @@ def read_picture(path: Path, exif: bool = False, size: tuple[int, int] | None = 
         if size is not None and img.format == "JPEG":
             img.draft("RGB", upright_size(size, orientation))
         rgb = _rgb(img)
-    rgb = rgb.transpose(_ORIENT[orientation]) if orientation != 1 else rgb
+    rgb = rgb.transpose(UPRIGHT[orientation]) if orientation != 1 else rgb
     return rgb if size is None or rgb.size == tuple(size) else rgb.resize(size, Image.Resampling.BILINEAR)
 
 
@@ -208,7 +154,7 @@ def load_rgb(
             img.draft("RGB", upright_size(want, orientation))  # the stored grid's sides
         rgb = _rgb(img)
         if orientation != 1:
-            rgb = rgb.transpose(_ORIENT[orientation])
+            rgb = rgb.transpose(UPRIGHT[orientation])
         if crop is not None:
             sx, sy = rgb.size[0] / size[0], rgb.size[1] / size[1]  # draft may have scaled the image down
             x0, y0 = max(0.0, crop[0] * sx), max(0.0, crop[1] * sy)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featkit.data.images import MAX_PIXELS, exif_orientation, open_image, upright_size
+from featkit.data.picture import MAX_PIXELS, exif_orientation, open_image, upright_size
 from featkit.errors import FeatkitError
 from featkit.features.schema import STATUS_FAILED, STATUS_OK, STATUS_PENDING
 from featkit.features.store import FeatureFile, check_images, layout_problems, padding_of

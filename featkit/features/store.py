@@ -174,6 +174,10 @@ def layout_problems(h5: h5py.File) -> list[str]:
             problems.append(f"{name} is {h5[name].shape}, expected ({n}, {width})")
     if h5["features/gap"].shape != (n, k):
         problems.append(f"features/gap is {h5['features/gap'].shape}, expected ({n}, {k}) (images x channels)")
+    if "images/fingerprint" in h5 and (not isinstance(h5["images/fingerprint"], h5py.Dataset)
+                                       or h5["images/fingerprint"].dtype.kind not in "SOU"
+                                       or h5["images/fingerprint"].shape != (n,)):
+        problems.append(f"images/fingerprint is not {n} texts (one per image)")
     if "features/maps" in h5 and (h5["features/maps"].ndim != 4 or tuple(h5["features/maps"].shape[:2]) != (n, k)):
         problems.append(f"features/maps is {h5['features/maps'].shape}, expected ({n}, {k}, h, w)")
     if ("images/boxes" in h5) != ("images/boxes_image" in h5):
