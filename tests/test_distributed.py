@@ -175,7 +175,7 @@ def test_torchrun_two_processes_write_the_single_process_file(fake_cub: Callable
     out = tmp_path / "out.h5"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "featkit", "extract", str(root), "--dataset", "cub200", "-o", str(out), "--workers", "0",
-           "--image-size", "64", "--maps", "--model", "tiny_test"]
+           "--image-size", "64", "--maps", "--model", "tiny_test", "--resize", "warp"]  # as OPTIONS
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
     # oneDNN's float32 rounding depends on the thread count: give each rank the reference's
     # (torchrun would set 1), so the features can be compared to 1e-6
