@@ -313,11 +313,14 @@ def test_info_reports_integrity(env: Env, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_the_right_root_passes_the_image_check(env: Env) -> None:
+    from featkit.errors import FeatkitError
     from featkit.features import FeatureFile
     from featkit.features.integrity import require_same_images
 
     with FeatureFile(env.feat) as features:
-        require_same_images(features, env.root)
+        assert require_same_images(features, env.root) is None  # the images extracted: no complaint
+        with pytest.raises(FeatkitError, match="holds other images"):  # same names, other pixels
+            require_same_images(features, env.dir / "OTHER")
 
 
 def test_an_unwritable_folder_is_refused_for_a_plain_user(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ def _fake_scene15(root: Path, classes: int = 3, per_class: int = 6) -> Path:
     return root
 
 
+@pytest.mark.slow  # the real EfficientNet-Lite0 weights
 def test_table5_writes_paper_rows_beside_featkit(tmp_path: Path) -> None:
     root = _fake_scene15(tmp_path / "Scene15")
     out = tmp_path / "results"
@@ -35,6 +36,7 @@ def test_table5_writes_paper_rows_beside_featkit(tmp_path: Path) -> None:
     assert by_geometry[2].startswith("| efficientnet_lite0 | 15-Scene |") and by_geometry[2].count("+-") == 3
 
 
+@pytest.mark.slow  # the real EfficientNet-Lite0 weights
 def test_table5_on_the_stanford40_sample(tmp_path: Path) -> None:
     root = sample_root("Stanford40")
     out = tmp_path / "results"
