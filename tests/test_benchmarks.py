@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import sample_root, write_features, write_image
 
 from benchmarks import geometry_cv, perf_geometry, table5
