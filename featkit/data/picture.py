@@ -43,14 +43,16 @@ def open_image(path: Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"image too large to decode safely ({exc})") from None
+        raise ValueError(f"image too large to decode safely ({exc}); downscale it") from None
     except RuntimeError as exc:  # Pillow < 11 resolves the path: pathlib says "Symlink loop" this way
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from exc
     width, height = img.size
     if width * height > MAX_PIXELS:
         img.close()
-        raise ValueError(f"image of {width}x{height} pixels ({width * height / 1e6:.0f} Mpx) is over featkit's "
-                         f"budget of {MAX_PIXELS / 1e6:.0f} Mpx per image; downscale it")
+        # Pillow's own warning becomes this error too where another thread's catch_warnings (the filters are
+        # process-wide) let it through: one message either way
+        raise ValueError(f"image too large to decode safely: {width}x{height} pixels ({width * height / 1e6:.0f} Mpx) "
+                         f"is over featkit's budget of {MAX_PIXELS / 1e6:.0f} Mpx per image; downscale it")
     return img
 
 
