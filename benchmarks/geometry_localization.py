@@ -31,7 +31,7 @@ from featkit.cam.methods import CLASS_AGNOSTIC
 from featkit.data import open_dataset
 from featkit.data.geometry import DEFAULT_RESIZE
 from featkit.errors import FeatkitError
-from featkit.features import ExtractOptions, extract
+from featkit.features import ExtractOptions, FeatureFile, extract
 from featkit.linear import save_svm, train_svm
 
 BOX_SETS: dict[str, tuple[str, str]] = {
@@ -48,8 +48,6 @@ def build_store(prefix: str, root: Path, cache: Path, resize: str, options: Extr
     layout, _ = BOX_SETS[prefix]
     features_path, svm_path = cache / f"{prefix}_{resize}.h5", cache / f"svm_{prefix}_{resize}.h5"
     extract(open_dataset(layout, root), features_path, replace(options, resize=resize, maps=True))
-    from featkit.features import FeatureFile
-
     with FeatureFile(features_path) as features:
         if "test" not in set(features.splits[:, 0]):
             return features_path, None

@@ -229,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               maps=True, device="cpu", resize="warp")))
         with FeatureFile(features_path) as features:
             head = features.head()
-            if str(features.attrs.get("resize", "warp")) != "warp":
+            if features.geometry[0] != "warp":
                 raise SystemExit(f"perf_cam: {features_path} was extracted with resize="
-                                 f"{features.attrs['resize']!r}; torch-cam's rows warp the image: use a warp file")
+                                 f"{features.geometry[0]!r}; torch-cam's rows warp the image: use a warp file")
             if not features.has_maps or head is None:
                 print(f"{features_path} needs features/maps and a head (extract with --maps)", file=sys.stderr)
                 return 2

@@ -155,11 +155,12 @@ def extract_crops(
     records = [ImageRecord(paths[i], int(labels[i]), "", tuple(map(tuple, all_boxes[i].tolist())))
                for i in range(len(features))]
     base = options or ExtractOptions()
+    resize, tta = features.geometry
     options = ExtractOptions(
         model=str(attrs["backbone"]), weights=weights_argument(attrs), image_size=int(attrs["input_size"]),
         batch_size=base.batch_size, workers=base.workers, device=base.device, maps=False,
         on_error=base.on_error, overwrite=base.overwrite, precision=str(attrs.get("precision", "float32")),
-        resize=str(attrs.get("resize", "warp")), tta=str(attrs.get("tta", "none")),
+        resize=resize, tta=tta,
         exif_transpose=attrs.get("orientation") == "exif",
     )
     run_job(ExtractJob(Path(root), records, features.classes, features.splits, str(attrs["dataset"]), Path(output),

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featkit.data.images import ImageFolderView, collate, normalize_batch
+from featkit.data.images import Batch, ImageFolderView, collate, normalize_batch
 from featkit.errors import FeatkitError
 from featkit.features.extractor import PRECISIONS, cpu_forward_batch, forward_batch, resolve_device
 from featkit.features.schema import Provenance
@@ -69,11 +69,10 @@ class Replay:
         """Whether the file averaged each image with its mirror (flip TTA): replayed maps must do the same."""
         return self.provenance.tta == "flip"
 
-    def input_groups(
-        self, root: str | Path, paths: Sequence[str], batch_size: int, size: int | None = None
-    ) -> Iterator[list[InputGroup]]:
-        """Per batch of ``batch_size`` paths, its normalised inputs grouped by shape (``short-side`` makes
-        several shapes; ``warp`` and ``crop`` one). ``size`` overrides the file's input size (other scales)."""
+    def batches(self, root: str | Path, paths: Sequence[str], batch_size: int, size: int | None = None
+                ) -> Iterator[Batch]:
+        """Decoded batches of ``batch_size`` paths under the file's geometry, resize filter and orientation;
+        ``size`` overrides the file's input size (other scales). An unreadable image stops with its name."""
         size = self.provenance.input_size if size is None else int(size)
         view = ImageFolderView(Path(root), list(paths), size, resize=self.provenance.resize, stride=self.spec.stride,
                                interpolation=self.provenance.interpolation, exif=self.provenance.orientation == "exif")
@@ -82,8 +81,16 @@ class Replay:
             bad = [it.error for it in items if it.error]
             if bad:
                 raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
+            yield collate(items)
+
+    def input_groups(
+        self, root: str | Path, paths: Sequence[str], batch_size: int, size: int | None = None
+    ) -> Iterator[list[InputGroup]]:
+        """Per batch (:meth:`batches`), its normalised inputs grouped by shape (``short-side`` makes several
+        shapes; ``warp`` and ``crop`` one)."""
+        for batch in self.batches(root, paths, batch_size, size):
             yield [(positions, normalize_batch(pixels.to(self.device), self.provenance.mean, self.provenance.std)
-                    .contiguous(memory_format=torch.channels_last)) for positions, pixels in collate(items).groups]
+                    .contiguous(memory_format=torch.channels_last)) for positions, pixels in batch.groups]
 
 
 def recompute_maps(
@@ -98,20 +105,13 @@ def recompute_maps(
     replay = Replay.of(attrs, device)
     provenance, dev = replay.provenance, replay.device
     dtype = PRECISIONS.get(provenance.precision)
-    view = ImageFolderView(Path(root), list(paths), provenance.input_size, resize=provenance.resize,
-                           stride=replay.spec.stride, interpolation=provenance.interpolation,
-                           exif=provenance.orientation == "exif")
     model = replay.model.to(memory_format=torch.channels_last)  # as extraction runs it
     chunk = (cpu_forward_batch(model, provenance.input_size, provenance.precision if dtype else "float32")
              if dev.type == "cpu" else batch_size)
     out = []
     with torch.inference_mode():
-        for lo in range(0, len(paths), batch_size):
-            items = [view[i] for i in range(lo, min(lo + batch_size, len(paths)))]
-            bad = [it.error for it in items if it.error]
-            if bad:
-                raise FeatkitError(f"cannot read image {bad[0]} under {root}; is root= the dataset root?")
-            _, maps = forward_batch(model, collate(items), provenance.mean, provenance.std, dev, dtype, chunk,
+        for batch in replay.batches(root, paths, batch_size):
+            _, maps = forward_batch(model, batch, provenance.mean, provenance.std, dev, dtype, chunk,
                                     provenance.input_size, provenance.tta, provenance.map_size)
             assert maps is not None  # a canvas was given
             out.append(maps.cpu().numpy())
